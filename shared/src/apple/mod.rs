@@ -1,0 +1,1 @@
+//! Apple MDM (plist) and DDM (JSON) wire types.

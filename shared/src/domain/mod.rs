@@ -1,0 +1,5 @@
+//! Operations, targets, devices, statuses, events and time rules. No I/O.
+
+pub mod platform;
+
+pub use platform::{InvalidOsVersion, OsVersion, Platform};

@@ -1,0 +1,7 @@
+//! osdeploy's library: the domain, Apple's protocols, the storage and
+//! scheduling ports with their adapters, and the HTTP handlers that both the
+//! local server and the Lambda functions mount.
+
+pub mod apple;
+pub mod catalog;
+pub mod domain;

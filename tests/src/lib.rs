@@ -1,0 +1,1 @@
+//! Holds only end-to-end tests; see `tests/`.
