@@ -1,5 +1,20 @@
 //! Operations, targets, devices, statuses, events and time rules. No I/O.
 
+pub mod clock;
+pub mod device;
+pub mod event;
+pub mod operation;
 pub mod platform;
+pub mod status;
+pub mod target;
 
+pub use clock::{AcceleratedClock, Clock, IdGenerator, ManualClock, SystemClock, UlidGenerator};
+pub use device::{Device, EnrollmentState, Group, Incompatibility};
+pub use event::{Actor, EVENT_RETENTION, Event, EventType};
+pub use operation::{
+    InstallSettings, Operation, OperationState, OperationType, OperationUpdate, Protocol, Reminder,
+    StatusCounts, TimeZoneRule,
+};
 pub use platform::{InvalidOsVersion, OsVersion, Platform};
+pub use status::{Move, Outcome, Progress, RetryPolicy, Signal, TargetStatus, TransitionError};
+pub use target::{Target, ZoneSource};

@@ -201,16 +201,31 @@ mod tests {
     #[test]
     fn invalid_versions_are_rejected() {
         for bad in ["", "26.", ".1", "26.a", "1.2.3.4", "26 .1", "-1"] {
-            assert!(bad.parse::<OsVersion>().is_err(), "{bad:?} should be invalid");
+            assert!(
+                bad.parse::<OsVersion>().is_err(),
+                "{bad:?} should be invalid"
+            );
         }
     }
 
     #[test]
     fn platform_from_model_identifier() {
-        assert_eq!(Platform::from_model_identifier("Mac14,7"), Some(Platform::MacOs));
-        assert_eq!(Platform::from_model_identifier("MacBookPro18,3"), Some(Platform::MacOs));
-        assert_eq!(Platform::from_model_identifier("iPhone15,2"), Some(Platform::Ios));
-        assert_eq!(Platform::from_model_identifier("iPad13,1"), Some(Platform::IpadOs));
+        assert_eq!(
+            Platform::from_model_identifier("Mac14,7"),
+            Some(Platform::MacOs)
+        );
+        assert_eq!(
+            Platform::from_model_identifier("MacBookPro18,3"),
+            Some(Platform::MacOs)
+        );
+        assert_eq!(
+            Platform::from_model_identifier("iPhone15,2"),
+            Some(Platform::Ios)
+        );
+        assert_eq!(
+            Platform::from_model_identifier("iPad13,1"),
+            Some(Platform::IpadOs)
+        );
         assert_eq!(Platform::from_model_identifier("Watch6,1"), None);
     }
 }
