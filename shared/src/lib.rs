@@ -2,6 +2,8 @@
 //! scheduling ports with their adapters, and the HTTP handlers that both the
 //! local server and the Lambda functions mount.
 
+pub mod adapters;
 pub mod apple;
 pub mod catalog;
 pub mod domain;
+pub mod ports;

@@ -1,0 +1,8 @@
+//! Adapters behind the ports: the embedded SQLite store, the local
+//! scheduler and the recorded push.
+
+pub mod push;
+pub mod sqlite;
+
+pub use push::RecordedPush;
+pub use sqlite::SqliteStore;

@@ -1,0 +1,1 @@
+//! Contract suites shared by every adapter; filled in below.
