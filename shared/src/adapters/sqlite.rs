@@ -910,7 +910,8 @@ impl GroupStore for SqliteStore {
 }
 
 fn read_operation_row(conn: &Connection, id: &str) -> StoreResult<Option<Operation>> {
-    let row: Option<(String, String, Option<i64>, Option<i64>, Option<i64>)> = conn
+    type OperationRow = (String, String, Option<i64>, Option<i64>, Option<i64>);
+    let row: Option<OperationRow> = conn
         .query_row(
             "SELECT data, state, started_at, finished_at, cancelled_at FROM operations WHERE id = ?1",
             [id],

@@ -1,6 +1,7 @@
 //! Operations, targets, devices, statuses, events and time rules. No I/O.
 
 pub mod clock;
+pub mod deadline;
 pub mod device;
 pub mod event;
 pub mod operation;
@@ -9,6 +10,7 @@ pub mod status;
 pub mod target;
 
 pub use clock::{AcceleratedClock, Clock, IdGenerator, ManualClock, SystemClock, UlidGenerator};
+pub use deadline::{ZoneDeadline, ZoneSource};
 pub use device::{Device, EnrollmentState, Group, Incompatibility};
 pub use event::{Actor, EVENT_RETENTION, Event, EventType};
 pub use operation::{
@@ -17,4 +19,4 @@ pub use operation::{
 };
 pub use platform::{InvalidOsVersion, OsVersion, Platform};
 pub use status::{Move, Outcome, Progress, RetryPolicy, Signal, TargetStatus, TransitionError};
-pub use target::{Target, ZoneSource};
+pub use target::Target;

@@ -117,13 +117,11 @@ impl FromStr for OsVersion {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let invalid = || InvalidOsVersion(s.to_string());
         let mut parts = [0u32; 3];
-        let mut count = 0;
-        for piece in s.split('.') {
-            if count == 3 || piece.is_empty() || !piece.bytes().all(|b| b.is_ascii_digit()) {
+        for (index, piece) in s.split('.').enumerate() {
+            if index == 3 || piece.is_empty() || !piece.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(invalid());
             }
-            parts[count] = piece.parse().map_err(|_| invalid())?;
-            count += 1;
+            parts[index] = piece.parse().map_err(|_| invalid())?;
         }
         Ok(OsVersion {
             parts,

@@ -4,21 +4,10 @@ use jiff::Timestamp;
 use jiff::civil::DateTime;
 use serde::{Deserialize, Serialize};
 
+use super::deadline::ZoneSource;
 use super::operation::Protocol;
 use super::platform::{OsVersion, Platform};
 use super::status::{Progress, TargetStatus};
-
-/// Where a device's deadline time zone came from (macOS does not report its
-/// zone over MDM, so inventory, then group, then the deployment default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ZoneSource {
-    Device,
-    Group,
-    Default,
-    /// The operation named one zone for every device.
-    Operation,
-}
 
 /// One device in one operation, with everything the device endpoints need
 /// to serve it without reading the operation.
