@@ -1173,6 +1173,17 @@ impl OperationStore for SqliteStore {
         })
     }
 
+    async fn lookup_idempotency_key(&self, key: &str) -> StoreResult<Option<String>> {
+        self.conn()
+            .query_row(
+                "SELECT operation_id FROM idempotency_keys WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend("read idempotency key"))
+    }
+
     async fn claim_idempotency_key(
         &self,
         key: &str,

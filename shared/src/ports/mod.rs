@@ -318,6 +318,9 @@ pub trait OperationStore: Send + Sync {
     /// cancelled or finished. Targets are cancelled one by one afterwards.
     async fn mark_cancelled(&self, operation_id: &str, at: Timestamp) -> StoreResult<()>;
 
+    /// The operation recorded for an idempotency key, if any.
+    async fn lookup_idempotency_key(&self, key: &str) -> StoreResult<Option<String>>;
+
     /// Records `operation_id` for an idempotency key, or returns the
     /// operation already recorded for it.
     async fn claim_idempotency_key(

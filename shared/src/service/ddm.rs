@@ -1,0 +1,318 @@
+//! Declarative device management: the declarations each device gets and
+//! what its status reports mean.
+//!
+//! A DDM-capable device always gets a status subscription. While it is the
+//! active target of a DDM operation it also gets the operation's
+//! `softwareupdate.enforcement.specific` configuration, and one activation
+//! lists whatever configurations it has. Declarations are computed from the
+//! device and its target, so their ServerTokens, and the DeclarationsToken
+//! over them, change exactly when their content changes.
+
+use jiff::Timestamp;
+use serde_json::json;
+
+use super::progress::Work;
+use super::{ServiceError, ServiceResult, Services};
+use crate::apple::ddm::{
+    ActivationSimple, DdmEndpoint, Declaration, DeclarationItemsResponse, DeclarationValidity,
+    InstallReason, InstallState, ParsedStatus, SoftwareUpdateEnforcementSpecific,
+    StatusSubscriptions, TokensResponse, parse_status_report,
+};
+use crate::domain::{Actor, Device, EventType, OsVersion, Protocol, Signal, Target, TargetStatus};
+use crate::ports::{DeviceContext, StoreError};
+
+const ACTIVATION_ID: &str = "osdeploy.activation";
+const SUBSCRIPTIONS_ID: &str = "osdeploy.status-subscriptions";
+
+/// Identifier of an operation's enforcement declaration.
+pub fn enforcement_identifier(operation_id: &str) -> String {
+    format!("osdeploy.enforcement.{operation_id}")
+}
+
+/// Whether a target still puts its enforcement declaration on the device.
+fn enforces(target: &Target) -> bool {
+    target.protocol == Protocol::Ddm && !target.status.is_final() && target.target_local_date_time.is_some()
+}
+
+/// The declarations a device should hold now, and when they last changed.
+pub fn declarations_for(
+    device: &Device,
+    target: Option<&Target>,
+    details_url: Option<&str>,
+) -> Result<(Vec<Declaration>, Timestamp), crate::apple::WireError> {
+    let mut declarations = vec![Declaration::new(SUBSCRIPTIONS_ID, &StatusSubscriptions::rollout())?];
+    let mut configurations = vec![SUBSCRIPTIONS_ID.to_string()];
+    let mut changed_at = device.enrolled_at;
+    if let Some(target) = target {
+        changed_at = changed_at.max(target.created_at);
+        if let (true, Some(local)) = (enforces(target), target.target_local_date_time) {
+            let id = enforcement_identifier(&target.operation_id);
+            declarations.push(Declaration::new(
+                id.clone(),
+                &SoftwareUpdateEnforcementSpecific {
+                    target_os_version: target.target_version.to_string(),
+                    target_build_version: Some(target.target_build.clone()),
+                    target_local_date_time: local,
+                    details_url: details_url.map(str::to_string),
+                },
+            )?);
+            configurations.push(id);
+        } else if target.protocol == Protocol::Ddm {
+            changed_at = changed_at.max(target.updated_at);
+        }
+    }
+    declarations.push(Declaration::new(
+        ACTIVATION_ID,
+        &ActivationSimple {
+            standard_configurations: configurations,
+            predicate: None,
+        },
+    )?);
+    Ok((declarations, changed_at))
+}
+
+fn wire_error(e: crate::apple::WireError) -> ServiceError {
+    ServiceError::BadDeviceInput { message: e.to_string() }
+}
+
+impl Services {
+    /// Answers a DeclarativeManagement check-in; returns the JSON body.
+    pub async fn handle_declarative(&self, context: DeviceContext, endpoint: &str, data: Option<&[u8]>) -> ServiceResult<Vec<u8>> {
+        let endpoint = DdmEndpoint::parse(endpoint).map_err(wire_error)?;
+        if !context.device.ddm_active {
+            self.mark_ddm_active(&context.device.udid).await?;
+        }
+        let target = context.target.as_ref().filter(|t| t.protocol == Protocol::Ddm);
+        let (declarations, changed_at) = declarations_for(&context.device, target, self.config.details_url.as_deref()).map_err(|e| {
+            tracing::error!(device_id = %context.device.udid, error = %e, "could not build declarations");
+            ServiceError::Store(StoreError::backend("build declarations", e))
+        })?;
+        match endpoint {
+            DdmEndpoint::Tokens => TokensResponse::for_declarations(&declarations, changed_at)
+                .to_json()
+                .map_err(wire_error),
+            DdmEndpoint::DeclarationItems => DeclarationItemsResponse::from_declarations(&declarations)
+                .and_then(|items| items.to_json())
+                .map_err(wire_error),
+            DdmEndpoint::Declaration { kind, identifier } => {
+                let found = declarations
+                    .iter()
+                    .find(|d| d.identifier == identifier && d.kind() == Some(kind));
+                match found {
+                    Some(declaration) => declaration.to_json().map_err(wire_error),
+                    None => Err(ServiceError::not_found("declaration", identifier)),
+                }
+            }
+            DdmEndpoint::Status => {
+                let Some(data) = data else {
+                    return Err(ServiceError::BadDeviceInput {
+                        message: "status check-in has no Data: send the status report as the Data key".into(),
+                    });
+                };
+                let status = parse_status_report(data).map_err(wire_error)?;
+                self.record_status(context, status).await?;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    async fn mark_ddm_active(&self, udid: &str) -> ServiceResult<()> {
+        for _ in 0..5 {
+            let Some(mut device) = self.ports.devices.get_device(udid).await? else {
+                return Ok(());
+            };
+            if device.ddm_active {
+                return Ok(());
+            }
+            let revision = device.revision;
+            device.ddm_active = true;
+            let change = crate::ports::Change {
+                device: Some(crate::ports::DeviceWrite { device, expected_revision: Some(revision) }),
+                ..Default::default()
+            };
+            match self.ports.devices.commit(change).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a status report: one read (done by the caller) and one
+    /// transaction when anything changed.
+    async fn record_status(&self, context: DeviceContext, status: ParsedStatus) -> ServiceResult<()> {
+        let udid = context.device.udid.clone();
+        let mut context = Some(context);
+        for _ in 0..5 {
+            let context = match context.take() {
+                Some(context) => context,
+                None => self
+                    .ports
+                    .devices
+                    .load_context(&udid)
+                    .await?
+                    .ok_or_else(|| ServiceError::not_found("device", udid.clone()))?,
+            };
+            let mut work = Work::new(context);
+            self.apply_status(&mut work, &status);
+            self.note_seen(&udid);
+            if work.is_empty() {
+                return Ok(());
+            }
+            match self.ports.devices.commit(work.into_change()).await {
+                Ok(outcome) => {
+                    self.record_state_changes(&outcome.state_changes).await?;
+                    return Ok(());
+                }
+                Err(StoreError::Conflict(message)) => {
+                    tracing::debug!(device_id = %udid, %message, "retrying a status report after a conflicting write");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Conflict {
+            code: "busy",
+            message: format!("device {udid} changed repeatedly while its status was recorded; send it again"),
+        })
+    }
+
+    fn apply_status(&self, work: &mut Work, status: &ParsedStatus) {
+        let running = status.os_version.as_deref().and_then(|v| v.parse::<OsVersion>().ok());
+        self.record_status_inventory(work, status, running.as_ref());
+
+        let Some(target) = work.target.clone().filter(|t| t.protocol == Protocol::Ddm) else {
+            return;
+        };
+        for (path, value) in &status.unknown {
+            work.event(self, EventType::UnknownValue, Actor::Device, json!({ "key": path, "value": value }));
+        }
+        if target.status.is_final() {
+            return;
+        }
+        let detail = status
+            .pending_version
+            .as_ref()
+            .filter(|p| !p.os_version.is_empty())
+            .map(|p| format!("pending {} ({})", p.os_version, p.build_version));
+
+        // The declaration's own status: accepted, or rejected.
+        let id = enforcement_identifier(&target.operation_id);
+        let declaration = status
+            .declarations
+            .as_ref()
+            .and_then(|d| d.configurations.as_ref())
+            .and_then(|configurations| configurations.iter().find(|c| c.identifier == id));
+        let mut accepted = target.status != TargetStatus::Pending;
+        if let Some(declaration) = declaration {
+            work.mark_reported();
+            match &declaration.valid {
+                DeclarationValidity::Valid if declaration.active => {
+                    accepted = true;
+                    if matches!(target.status, TargetStatus::Pending | TargetStatus::Retry) {
+                        work.apply(self, Signal::Accepted, None, json!({ "declaration": id }));
+                    }
+                }
+                DeclarationValidity::Invalid => {
+                    let reasons: Vec<String> = declaration
+                        .reasons
+                        .iter()
+                        .flatten()
+                        .map(|r| format!("{}{}", r.code, r.description.as_deref().map(|d| format!(": {d}")).unwrap_or_default()))
+                        .collect();
+                    let current = running.clone().or_else(|| work.device.os_version.clone());
+                    let already_there = current.as_ref().is_some_and(|v| v >= &target.target_version);
+                    if already_there && let Some(version) = current {
+                        work.apply(self, Signal::Running { version, build: status.build_version.clone() }, None, json!({ "reasons": reasons }));
+                    } else {
+                        work.apply(
+                            self,
+                            Signal::AttemptFailed {
+                                reason: format!("declaration rejected: {}", reasons.join("; ")),
+                                retryable: false,
+                            },
+                            None,
+                            json!({ "declaration": id }),
+                        );
+                    }
+                    return;
+                }
+                DeclarationValidity::Unknown(value) => {
+                    work.event(self, EventType::UnknownValue, Actor::Device, json!({ "key": "management.declarations.configurations.valid", "value": value }));
+                }
+                _ => {}
+            }
+        }
+
+        if let Some(reason) = &status.install_reason {
+            let by_user = reason.reasons.iter().any(|r| {
+                matches!(r, InstallReason::SystemSettings | InstallReason::Notification | InstallReason::InstallTonight)
+            });
+            if by_user {
+                work.mark_reported();
+                let reasons: Vec<&str> = reason.reasons.iter().map(|r| r.as_str()).collect();
+                work.apply(self, Signal::UserStarted, detail.clone(), json!({ "install_reason": reasons }));
+            }
+        }
+
+        if let Some(failure) = &status.failure_reason {
+            let seen = u64::from(target.device_failure_count);
+            if failure.count > seen {
+                work.mark_reported();
+                for _ in seen..failure.count {
+                    let reason = failure.reason.clone().unwrap_or_else(|| "software update failed".to_string());
+                    work.apply(self, Signal::AttemptFailed { reason, retryable: true }, detail.clone(), json!({ "device_failure_count": failure.count }));
+                }
+            }
+            let count = u32::try_from(failure.count).unwrap_or(u32::MAX);
+            if count != target.device_failure_count
+                && let Some(t) = work.target_mut()
+            {
+                t.device_failure_count = count;
+            }
+        }
+
+        if let Some(state) = &status.install_state {
+            work.mark_reported();
+            match state {
+                InstallState::None | InstallState::Waiting
+                    if accepted && matches!(work.target.as_ref().map(|t| t.status), Some(TargetStatus::Pending | TargetStatus::Retry)) =>
+                {
+                    work.apply(self, Signal::Accepted, detail.clone(), json!({ "install_state": state.as_str() }));
+                }
+                InstallState::Downloading => work.apply(self, Signal::Downloading, detail.clone(), json!({})),
+                InstallState::Prepared => work.apply(self, Signal::Downloaded, detail.clone(), json!({})),
+                InstallState::Installing => work.apply(self, Signal::Installing, detail.clone(), json!({})),
+                InstallState::Unknown(value) => {
+                    work.event(self, EventType::UnknownValue, Actor::Device, json!({ "key": "softwareupdate.install-state", "value": value }));
+                }
+                _ => {}
+            }
+        }
+
+        if let Some(version) = running {
+            work.mark_reported();
+            work.apply(self, Signal::Running { version, build: status.build_version.clone() }, None, json!({}));
+        }
+    }
+
+    fn record_status_inventory(&self, work: &mut Work, status: &ParsedStatus, running: Option<&OsVersion>) {
+        let device = &work.device;
+        let version_changed = running.is_some_and(|v| device.os_version.as_ref() != Some(v));
+        let build_changed = status.build_version.is_some() && status.build_version != device.build_version;
+        let id_changed = status.software_update_device_id.is_some() && status.software_update_device_id != device.software_update_device_id;
+        if !(version_changed || build_changed || id_changed) {
+            return;
+        }
+        let device = work.device_mut();
+        if let Some(version) = running {
+            device.os_version = Some(version.clone());
+        }
+        if status.build_version.is_some() {
+            device.build_version = status.build_version.clone();
+        }
+        if status.software_update_device_id.is_some() {
+            device.software_update_device_id = status.software_update_device_id.clone();
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Use cases: what the admin API, the device endpoints and the scheduler
+//! ask of the domain, expressed over the ports.
+//!
+//! Every use case reads what it needs, decides with the pure domain code,
+//! and writes the result in one store call where the ports allow it. Reads
+//! and decisions are repeated when a conditional write reports a conflict.
+
+pub mod checkin;
+pub mod connect;
+pub mod ddm;
+pub mod errors;
+pub mod inventory;
+pub mod jobs;
+pub mod mdm;
+pub mod operations;
+pub mod progress;
+pub mod views;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use jiff::Timestamp;
+
+use crate::catalog::Catalog;
+use crate::domain::{Actor, Clock, EVENT_RETENTION, Event, EventType, IdGenerator, RetryPolicy};
+use crate::ports::{CatalogStore, DeviceStore, EventStore, GroupStore, OperationStore, Push, ScheduleStore, Scheduler};
+
+pub use errors::{FieldError, ServiceError, ServiceResult};
+
+/// Deployment-wide settings the use cases read.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// IANA zone for MDM Macs whose zone neither inventory nor a group gives.
+    pub default_time_zone: String,
+    pub retry_policy: RetryPolicy,
+    /// Page used by the enforcement declaration's DetailsURL, if any.
+    pub details_url: Option<String>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            default_time_zone: crate::domain::deadline::DEFAULT_TIME_ZONE.to_string(),
+            retry_policy: RetryPolicy::default(),
+            details_url: None,
+        }
+    }
+}
+
+/// The ports a deployment provides.
+#[derive(Clone)]
+pub struct Ports {
+    pub devices: Arc<dyn DeviceStore>,
+    pub groups: Arc<dyn GroupStore>,
+    pub operations: Arc<dyn OperationStore>,
+    pub events: Arc<dyn EventStore>,
+    pub scheduler: Arc<dyn Scheduler>,
+    /// Only the local loop reads schedules; AWS fires them itself.
+    pub schedules: Option<Arc<dyn ScheduleStore>>,
+    pub catalogs: Arc<dyn CatalogStore>,
+    pub push: Arc<dyn Push>,
+}
+
+impl Ports {
+    /// Every store port served by one adapter that implements them all.
+    pub fn from_store<S>(store: Arc<S>, push: Arc<dyn Push>) -> Ports
+    where
+        S: DeviceStore + GroupStore + OperationStore + EventStore + Scheduler + ScheduleStore + CatalogStore + 'static,
+    {
+        Ports {
+            devices: store.clone(),
+            groups: store.clone(),
+            operations: store.clone(),
+            events: store.clone(),
+            scheduler: store.clone(),
+            schedules: Some(store.clone()),
+            catalogs: store,
+            push,
+        }
+    }
+}
+
+/// The use cases with their ports, clock, ids, catalog and settings.
+pub struct Services {
+    pub ports: Ports,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+    pub config: ServiceConfig,
+    catalog: RwLock<Arc<Catalog>>,
+    /// Last-seen times not yet written, flushed in batches.
+    last_seen: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl Services {
+    pub fn new(
+        ports: Ports,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGenerator>,
+        catalog: Arc<Catalog>,
+        config: ServiceConfig,
+    ) -> Self {
+        Services {
+            ports,
+            clock,
+            ids,
+            config,
+            catalog: RwLock::new(catalog),
+            last_seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The catalog in use.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the catalog in use (after an import).
+    pub fn set_catalog(&self, catalog: Arc<Catalog>) {
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
+    }
+
+    /// A new event stamped now, kept for the retention period.
+    pub fn event(
+        &self,
+        operation_id: &str,
+        device_id: Option<&str>,
+        event_type: EventType,
+        actor: Actor,
+        details: serde_json::Value,
+    ) -> Event {
+        let at = self.now();
+        Event {
+            id: self.ids.ulid(at),
+            operation_id: operation_id.to_string(),
+            device_id: device_id.map(str::to_string),
+            event_type,
+            details,
+            actor,
+            at,
+            expires_at: at + EVENT_RETENTION,
+        }
+    }
+
+    /// Notes that a device was seen; written later by [`Services::flush_last_seen`].
+    pub fn note_seen(&self, udid: &str) {
+        let now = self.now();
+        self.last_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(udid.to_string(), now);
+    }
+
+    /// Writes the buffered last-seen times in one batch.
+    pub async fn flush_last_seen(&self) -> ServiceResult<usize> {
+        let batch: Vec<(String, Timestamp)> = {
+            let mut pending = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+            pending.drain().collect()
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        self.ports.devices.touch_devices(&batch).await?;
+        Ok(batch.len())
+    }
+
+    /// Records `operation_started` and `operation_completed` events for the
+    /// lifecycle changes a transaction reported.
+    pub async fn record_state_changes(
+        &self,
+        changes: &[(String, crate::domain::OperationState, crate::domain::OperationState)],
+    ) -> ServiceResult<()> {
+        use crate::domain::OperationState::*;
+        let mut events = Vec::new();
+        for (operation_id, before, after) in changes {
+            let event_type = match after {
+                InProgress if *before == Scheduled => EventType::OperationStarted,
+                Finished => EventType::OperationCompleted,
+                _ => continue,
+            };
+            events.push(self.event(
+                operation_id,
+                None,
+                event_type,
+                Actor::System,
+                serde_json::json!({ "from": before, "to": after }),
+            ));
+            tracing::info!(operation_id = %operation_id, state = %after, "operation state changed");
+        }
+        self.ports.events.append(&events).await?;
+        Ok(())
+    }
+}
