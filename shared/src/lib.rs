@@ -7,3 +7,4 @@ pub mod apple;
 pub mod catalog;
 pub mod domain;
 pub mod ports;
+pub mod service;

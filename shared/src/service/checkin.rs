@@ -5,7 +5,9 @@ use serde_json::json;
 
 use super::progress::Work;
 use super::{ServiceError, ServiceResult, Services};
-use crate::apple::mdm::{CheckinMessage, Command, DeviceInformation, GetBootstrapTokenResponse, parse_checkin};
+use crate::apple::mdm::{
+    CheckinMessage, Command, DeviceInformation, GetBootstrapTokenResponse, parse_checkin,
+};
 use crate::domain::{Actor, Device, EnrollmentState, EventType, OsVersion, Platform, Signal};
 use crate::ports::{Change, CommandWrite, DeviceWrite, StoreError};
 
@@ -26,7 +28,9 @@ fn hex(bytes: &[u8]) -> String {
 
 impl Services {
     pub async fn handle_checkin(&self, body: &[u8]) -> ServiceResult<CheckinReply> {
-        let message = parse_checkin(body).map_err(|e| ServiceError::BadDeviceInput { message: e.to_string() })?;
+        let message = parse_checkin(body).map_err(|e| ServiceError::BadDeviceInput {
+            message: e.to_string(),
+        })?;
         let Some(udid) = message.udid().map(str::to_string) else {
             return Err(ServiceError::BadDeviceInput {
                 message: format!(
@@ -50,14 +54,19 @@ impl Services {
             }
             CheckinMessage::SetBootstrapToken(set) => {
                 let token = set.bootstrap_token.clone().filter(|t| !t.is_empty());
-                self.update_enrolled(&udid, |device| device.bootstrap_token = token.clone()).await?;
+                self.update_enrolled(&udid, |device| device.bootstrap_token = token.clone())
+                    .await?;
                 tracing::info!(device_id = %udid, present = token.is_some(), "bootstrap token escrowed");
                 Ok(CheckinReply::Empty)
             }
             CheckinMessage::GetBootstrapToken(_) => {
                 let device = self.enrolled_device(&udid).await?;
-                let reply = GetBootstrapTokenResponse { bootstrap_token: device.bootstrap_token.clone() };
-                let body = crate::apple::to_plist_xml(&reply).map_err(|e| ServiceError::Store(StoreError::backend("encode bootstrap token", e)))?;
+                let reply = GetBootstrapTokenResponse {
+                    bootstrap_token: device.bootstrap_token.clone(),
+                };
+                let body = crate::apple::to_plist_xml(&reply).map_err(|e| {
+                    ServiceError::Store(StoreError::backend("encode bootstrap token", e))
+                })?;
                 Ok(CheckinReply::Plist(body))
             }
             CheckinMessage::DeclarativeManagement(ddm) => {
@@ -67,17 +76,26 @@ impl Services {
                 if context.device.enrollment != EnrollmentState::Enrolled {
                     return Err(not_enrolled(&udid));
                 }
-                let body = self.handle_declarative(context, &ddm.endpoint, ddm.data.as_deref()).await?;
+                let body = self
+                    .handle_declarative(context, &ddm.endpoint, ddm.data.as_deref())
+                    .await?;
                 Ok(CheckinReply::Json(body))
             }
         }
     }
 
-    async fn authenticate(&self, udid: &str, auth: &crate::apple::mdm::Authenticate) -> ServiceResult<()> {
+    async fn authenticate(
+        &self,
+        udid: &str,
+        auth: &crate::apple::mdm::Authenticate,
+    ) -> ServiceResult<()> {
         let now = self.now();
         let model = auth.product_name.clone().or_else(|| auth.model.clone());
         let platform = model.as_deref().and_then(Platform::from_model_identifier);
-        let os_version = auth.os_version.as_deref().and_then(|v| v.parse::<OsVersion>().ok());
+        let os_version = auth
+            .os_version
+            .as_deref()
+            .and_then(|v| v.parse::<OsVersion>().ok());
         for _ in 0..5 {
             let existing = self.ports.devices.get_device(udid).await?;
             let expected = existing.as_ref().map(|d| d.revision);
@@ -127,7 +145,10 @@ impl Services {
                 device.build_version = auth.build_version.clone();
             }
             let change = Change {
-                device: Some(DeviceWrite { device, expected_revision: expected }),
+                device: Some(DeviceWrite {
+                    device,
+                    expected_revision: expected,
+                }),
                 ..Default::default()
             };
             match self.ports.devices.commit(change).await {
@@ -142,7 +163,11 @@ impl Services {
         Err(busy(udid))
     }
 
-    async fn token_update(&self, udid: &str, update: &crate::apple::mdm::TokenUpdate) -> ServiceResult<()> {
+    async fn token_update(
+        &self,
+        udid: &str,
+        update: &crate::apple::mdm::TokenUpdate,
+    ) -> ServiceResult<()> {
         let now = self.now();
         for _ in 0..5 {
             let Some(context) = self.ports.devices.load_context(udid).await? else {
@@ -160,7 +185,13 @@ impl Services {
             device.topic = Some(update.topic.clone());
             device.last_seen_at = now;
             if first
-                && let Some(command) = super::mdm::queue(self, udid, None, Command::DeviceInformation(DeviceInformation::rollout_queries()), now)
+                && let Some(command) = super::mdm::queue(
+                    self,
+                    udid,
+                    None,
+                    Command::DeviceInformation(DeviceInformation::rollout_queries()),
+                    now,
+                )
             {
                 work.put_command(command);
             }
@@ -192,12 +223,25 @@ impl Services {
             let queued: Vec<CommandWrite> = work
                 .commands
                 .iter()
-                .map(|c| CommandWrite::Remove { device_id: udid.to_string(), uuid: c.uuid.clone() })
+                .map(|c| CommandWrite::Remove {
+                    device_id: udid.to_string(),
+                    uuid: c.uuid.clone(),
+                })
                 .collect();
             work.command_writes.extend(queued);
-            work.apply(self, Signal::Cancel, Some("device left management".into()), json!({ "reason": "check_out" }));
+            work.apply(
+                self,
+                Signal::Cancel,
+                Some("device left management".into()),
+                json!({ "reason": "check_out" }),
+            );
             if work.active_target().is_some() {
-                work.event(self, EventType::ReportIgnored, Actor::Device, json!({ "reason": "device checked out while installing" }));
+                work.event(
+                    self,
+                    EventType::ReportIgnored,
+                    Actor::Device,
+                    json!({ "reason": "device checked out while installing" }),
+                );
             }
             let device = work.device_mut();
             device.enrollment = EnrollmentState::CheckedOut;
@@ -230,7 +274,10 @@ impl Services {
             let revision = device.revision;
             update(&mut device);
             let change = Change {
-                device: Some(DeviceWrite { device, expected_revision: Some(revision) }),
+                device: Some(DeviceWrite {
+                    device,
+                    expected_revision: Some(revision),
+                }),
                 ..Default::default()
             };
             match self.ports.devices.commit(change).await {
@@ -245,13 +292,17 @@ impl Services {
 
 fn not_enrolled(udid: &str) -> ServiceError {
     ServiceError::Forbidden {
-        message: format!("device {udid} has not completed Authenticate and TokenUpdate; re-enroll it"),
+        message: format!(
+            "device {udid} has not completed Authenticate and TokenUpdate; re-enroll it"
+        ),
     }
 }
 
 fn busy(udid: &str) -> ServiceError {
     ServiceError::Conflict {
         code: "busy",
-        message: format!("device {udid} changed repeatedly while its check-in was recorded; send it again"),
+        message: format!(
+            "device {udid} changed repeatedly while its check-in was recorded; send it again"
+        ),
     }
 }

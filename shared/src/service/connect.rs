@@ -2,11 +2,16 @@
 
 use serde_json::json;
 
-use super::mdm::{MdmInstruction, StatusReading, command_for_target, schedule_result_signals, status_result_reading};
+use super::mdm::{
+    MdmInstruction, StatusReading, command_for_target, schedule_result_signals,
+    status_result_reading,
+};
 use super::progress::Work;
 use super::{ServiceError, ServiceResult, Services};
 use crate::apple::mdm::{CommandResult, CommandStatus, parse_result};
-use crate::domain::{Actor, EnrollmentState, EventType, OsVersion, Platform, Protocol, Signal, TargetStatus};
+use crate::domain::{
+    Actor, EnrollmentState, EventType, OsVersion, Platform, Protocol, Signal, TargetStatus,
+};
 use crate::ports::{CommandState, CommandWrite, QueuedCommand, StoreError};
 
 /// Request types whose results are recorded as audit events; status and
@@ -17,7 +22,9 @@ impl Services {
     /// Handles one command result and returns the next command's plist, or
     /// `None` for an empty response.
     pub async fn handle_connect(&self, body: &[u8]) -> ServiceResult<Option<Vec<u8>>> {
-        let result = parse_result(body).map_err(|e| ServiceError::BadDeviceInput { message: e.to_string() })?;
+        let result = parse_result(body).map_err(|e| ServiceError::BadDeviceInput {
+            message: e.to_string(),
+        })?;
         let Some(udid) = result.udid.clone() else {
             return Err(ServiceError::BadDeviceInput {
                 message: "command result has no UDID; user enrollments are not supported".into(),
@@ -54,7 +61,9 @@ impl Services {
         }
         Err(ServiceError::Conflict {
             code: "busy",
-            message: format!("device {udid} changed repeatedly while its result was recorded; send it again"),
+            message: format!(
+                "device {udid} changed repeatedly while its result was recorded; send it again"
+            ),
         })
     }
 
@@ -86,11 +95,19 @@ impl Services {
             again.state = CommandState::NotNow;
             work.command_writes.push(CommandWrite::Put(again));
             if for_target && audited {
-                work.event(self, EventType::CommandNotNow, Actor::Device, json!({ "command_uuid": uuid, "request_type": command.request_type }));
+                work.event(
+                    self,
+                    EventType::CommandNotNow,
+                    Actor::Device,
+                    json!({ "command_uuid": uuid, "request_type": command.request_type }),
+                );
             }
             return;
         }
-        work.command_writes.push(CommandWrite::Remove { device_id: udid.clone(), uuid: uuid.clone() });
+        work.command_writes.push(CommandWrite::Remove {
+            device_id: udid.clone(),
+            uuid: uuid.clone(),
+        });
         if work.device.platform.is_none() || command.request_type == "DeviceInformation" {
             self.record_inventory(work, result);
         }
@@ -110,7 +127,12 @@ impl Services {
         match &result.status {
             CommandStatus::Acknowledged => {
                 if audited {
-                    work.event(self, EventType::CommandAcknowledged, Actor::Device, json!({ "command_uuid": uuid, "request_type": command.request_type }));
+                    work.event(
+                        self,
+                        EventType::CommandAcknowledged,
+                        Actor::Device,
+                        json!({ "command_uuid": uuid, "request_type": command.request_type }),
+                    );
                 }
                 self.record_acknowledged(work, &command, result);
             }
@@ -118,7 +140,14 @@ impl Services {
                 let chain: Vec<String> = result
                     .error_chain()
                     .iter()
-                    .map(|e| format!("{} {}: {}", e.error_domain.as_deref().unwrap_or("?"), e.error_code.map(|c| c.to_string()).unwrap_or_default(), e.localized_description.as_deref().unwrap_or("")))
+                    .map(|e| {
+                        format!(
+                            "{} {}: {}",
+                            e.error_domain.as_deref().unwrap_or("?"),
+                            e.error_code.map(|c| c.to_string()).unwrap_or_default(),
+                            e.localized_description.as_deref().unwrap_or("")
+                        )
+                    })
                     .collect();
                 work.event(
                     self,
@@ -127,28 +156,58 @@ impl Services {
                     json!({ "command_uuid": uuid, "request_type": command.request_type, "status": result.status.as_str(), "error_chain": chain }),
                 );
                 if command.request_type == "ScheduleOSUpdate" {
-                    let reason = format!("ScheduleOSUpdate {}: {}", result.status.as_str(), chain.join("; "));
-                    work.apply(self, Signal::AttemptFailed { reason, retryable: false }, None, json!({ "command_uuid": uuid }));
+                    let reason = format!(
+                        "ScheduleOSUpdate {}: {}",
+                        result.status.as_str(),
+                        chain.join("; ")
+                    );
+                    work.apply(
+                        self,
+                        Signal::AttemptFailed {
+                            reason,
+                            retryable: false,
+                        },
+                        None,
+                        json!({ "command_uuid": uuid }),
+                    );
                 }
             }
             CommandStatus::Unknown(value) => {
-                work.event(self, EventType::UnknownValue, Actor::Device, json!({ "key": "Status", "value": value, "command_uuid": uuid }));
+                work.event(
+                    self,
+                    EventType::UnknownValue,
+                    Actor::Device,
+                    json!({ "key": "Status", "value": value, "command_uuid": uuid }),
+                );
             }
             CommandStatus::Idle | CommandStatus::NotNow => {}
         }
     }
 
-    fn record_acknowledged(&self, work: &mut Work, command: &QueuedCommand, result: &CommandResult) {
+    fn record_acknowledged(
+        &self,
+        work: &mut Work,
+        command: &QueuedCommand,
+        result: &CommandResult,
+    ) {
         for unknown in result.unknown_values() {
-            work.event(self, EventType::UnknownValue, Actor::Device, json!({ "key": unknown.path, "value": unknown.value }));
+            work.event(
+                self,
+                EventType::UnknownValue,
+                Actor::Device,
+                json!({ "key": unknown.path, "value": unknown.value }),
+            );
         }
         match command.request_type.as_str() {
             "ScheduleOSUpdate" => {
                 let Ok(Some(response)) = result.schedule_os_update() else {
                     return;
                 };
-                let Some(target) = work.target.clone() else { return };
-                let (signals, product_key, nothing_scheduled) = schedule_result_signals(&target, &response);
+                let Some(target) = work.target.clone() else {
+                    return;
+                };
+                let (signals, product_key, nothing_scheduled) =
+                    schedule_result_signals(&target, &response);
                 if let Some(key) = product_key
                     && target.product_key.as_deref() != Some(key.as_str())
                     && let Some(target) = work.target_mut()
@@ -166,7 +225,9 @@ impl Services {
                 let Ok(Some(response)) = result.os_update_status() else {
                     return;
                 };
-                let Some(target) = work.target.clone() else { return };
+                let Some(target) = work.target.clone() else {
+                    return;
+                };
                 match status_result_reading(&target, &response) {
                     StatusReading::Signals(signals, detail) => {
                         for signal in signals {
@@ -176,7 +237,12 @@ impl Services {
                     StatusReading::Vanished => {
                         if target.install_requested || target.status == TargetStatus::Installing {
                             self.queue_for_target(work, MdmInstruction::VersionQuery);
-                        } else if matches!(target.status, TargetStatus::Downloading | TargetStatus::Preparing | TargetStatus::Downloaded) {
+                        } else if matches!(
+                            target.status,
+                            TargetStatus::Downloading
+                                | TargetStatus::Preparing
+                                | TargetStatus::Downloaded
+                        ) {
                             work.apply(
                                 self,
                                 Signal::AttemptFailed {
@@ -215,7 +281,11 @@ impl Services {
         let answers = info.query_responses;
         let first_report = work.device.os_version.is_none();
         let device = work.device_mut();
-        if let Some(version) = answers.os_version.as_deref().and_then(|v| v.parse::<OsVersion>().ok()) {
+        if let Some(version) = answers
+            .os_version
+            .as_deref()
+            .and_then(|v| v.parse::<OsVersion>().ok())
+        {
             device.os_version = Some(version);
         }
         if answers.build_version.is_some() {
@@ -260,7 +330,9 @@ impl Services {
     fn queue_for_target(&self, work: &mut Work, instruction: MdmInstruction) {
         let now = self.now();
         let device = work.device.clone();
-        let Some(target) = work.target_mut() else { return };
+        let Some(target) = work.target_mut() else {
+            return;
+        };
         if let Some(command) = command_for_target(self, &device, target, instruction, now) {
             work.commands.push(command.clone());
             work.put_command(command);
@@ -301,7 +373,9 @@ impl Services {
 
     fn plan_poll(&self, work: &mut Work) {
         let now = self.now();
-        let Some(target) = work.active_target().cloned() else { return };
+        let Some(target) = work.active_target().cloned() else {
+            return;
+        };
         if target.protocol != Protocol::Mdm {
             return;
         }
@@ -316,13 +390,21 @@ impl Services {
             TargetStatus::Retry => {
                 if target.next_attempt_at.is_some_and(|at| at <= now) {
                     let deadline_passed = target.deadline_at.is_some_and(|at| at <= now);
-                    let instruction = if target.install_requested || deadline_passed || target.deadline_at.is_none() {
+                    let instruction = if target.install_requested
+                        || deadline_passed
+                        || target.deadline_at.is_none()
+                    {
                         MdmInstruction::InstallNow
                     } else {
                         let add_to_catalog = false;
                         MdmInstruction::Download { add_to_catalog }
                     };
-                    work.event(self, EventType::Retry, Actor::System, json!({ "attempt": target.failures + 1, "last_error": target.last_error }));
+                    work.event(
+                        self,
+                        EventType::Retry,
+                        Actor::System,
+                        json!({ "attempt": target.failures + 1, "last_error": target.last_error }),
+                    );
                     self.queue_for_target(work, instruction);
                 }
             }
@@ -335,6 +417,8 @@ impl Services {
 
 fn not_enrolled(udid: &str) -> ServiceError {
     ServiceError::Forbidden {
-        message: format!("device {udid} is not enrolled: send Authenticate and TokenUpdate to the check-in URL first"),
+        message: format!(
+            "device {udid} is not enrolled: send Authenticate and TokenUpdate to the check-in URL first"
+        ),
     }
 }

@@ -31,7 +31,9 @@ pub fn enforcement_identifier(operation_id: &str) -> String {
 
 /// Whether a target still puts its enforcement declaration on the device.
 fn enforces(target: &Target) -> bool {
-    target.protocol == Protocol::Ddm && !target.status.is_final() && target.target_local_date_time.is_some()
+    target.protocol == Protocol::Ddm
+        && !target.status.is_final()
+        && target.target_local_date_time.is_some()
 }
 
 /// The declarations a device should hold now, and when they last changed.
@@ -40,7 +42,10 @@ pub fn declarations_for(
     target: Option<&Target>,
     details_url: Option<&str>,
 ) -> Result<(Vec<Declaration>, Timestamp), crate::apple::WireError> {
-    let mut declarations = vec![Declaration::new(SUBSCRIPTIONS_ID, &StatusSubscriptions::rollout())?];
+    let mut declarations = vec![Declaration::new(
+        SUBSCRIPTIONS_ID,
+        &StatusSubscriptions::rollout(),
+    )?];
     let mut configurations = vec![SUBSCRIPTIONS_ID.to_string()];
     let mut changed_at = device.enrolled_at;
     if let Some(target) = target {
@@ -72,17 +77,27 @@ pub fn declarations_for(
 }
 
 fn wire_error(e: crate::apple::WireError) -> ServiceError {
-    ServiceError::BadDeviceInput { message: e.to_string() }
+    ServiceError::BadDeviceInput {
+        message: e.to_string(),
+    }
 }
 
 impl Services {
     /// Answers a DeclarativeManagement check-in; returns the JSON body.
-    pub async fn handle_declarative(&self, context: DeviceContext, endpoint: &str, data: Option<&[u8]>) -> ServiceResult<Vec<u8>> {
+    pub async fn handle_declarative(
+        &self,
+        context: DeviceContext,
+        endpoint: &str,
+        data: Option<&[u8]>,
+    ) -> ServiceResult<Vec<u8>> {
         let endpoint = DdmEndpoint::parse(endpoint).map_err(wire_error)?;
         if !context.device.ddm_active {
             self.mark_ddm_active(&context.device.udid).await?;
         }
-        let target = context.target.as_ref().filter(|t| t.protocol == Protocol::Ddm);
+        let target = context
+            .target
+            .as_ref()
+            .filter(|t| t.protocol == Protocol::Ddm);
         let (declarations, changed_at) = declarations_for(&context.device, target, self.config.details_url.as_deref()).map_err(|e| {
             tracing::error!(device_id = %context.device.udid, error = %e, "could not build declarations");
             ServiceError::Store(StoreError::backend("build declarations", e))
@@ -91,9 +106,11 @@ impl Services {
             DdmEndpoint::Tokens => TokensResponse::for_declarations(&declarations, changed_at)
                 .to_json()
                 .map_err(wire_error),
-            DdmEndpoint::DeclarationItems => DeclarationItemsResponse::from_declarations(&declarations)
-                .and_then(|items| items.to_json())
-                .map_err(wire_error),
+            DdmEndpoint::DeclarationItems => {
+                DeclarationItemsResponse::from_declarations(&declarations)
+                    .and_then(|items| items.to_json())
+                    .map_err(wire_error)
+            }
             DdmEndpoint::Declaration { kind, identifier } => {
                 let found = declarations
                     .iter()
@@ -106,7 +123,9 @@ impl Services {
             DdmEndpoint::Status => {
                 let Some(data) = data else {
                     return Err(ServiceError::BadDeviceInput {
-                        message: "status check-in has no Data: send the status report as the Data key".into(),
+                        message:
+                            "status check-in has no Data: send the status report as the Data key"
+                                .into(),
                     });
                 };
                 let status = parse_status_report(data).map_err(wire_error)?;
@@ -127,7 +146,10 @@ impl Services {
             let revision = device.revision;
             device.ddm_active = true;
             let change = crate::ports::Change {
-                device: Some(crate::ports::DeviceWrite { device, expected_revision: Some(revision) }),
+                device: Some(crate::ports::DeviceWrite {
+                    device,
+                    expected_revision: Some(revision),
+                }),
                 ..Default::default()
             };
             match self.ports.devices.commit(change).await {
@@ -141,7 +163,11 @@ impl Services {
 
     /// Applies a status report: one read (done by the caller) and one
     /// transaction when anything changed.
-    async fn record_status(&self, context: DeviceContext, status: ParsedStatus) -> ServiceResult<()> {
+    async fn record_status(
+        &self,
+        context: DeviceContext,
+        status: ParsedStatus,
+    ) -> ServiceResult<()> {
         let udid = context.device.udid.clone();
         let mut context = Some(context);
         for _ in 0..5 {
@@ -173,19 +199,29 @@ impl Services {
         }
         Err(ServiceError::Conflict {
             code: "busy",
-            message: format!("device {udid} changed repeatedly while its status was recorded; send it again"),
+            message: format!(
+                "device {udid} changed repeatedly while its status was recorded; send it again"
+            ),
         })
     }
 
     fn apply_status(&self, work: &mut Work, status: &ParsedStatus) {
-        let running = status.os_version.as_deref().and_then(|v| v.parse::<OsVersion>().ok());
+        let running = status
+            .os_version
+            .as_deref()
+            .and_then(|v| v.parse::<OsVersion>().ok());
         self.record_status_inventory(work, status, running.as_ref());
 
         let Some(target) = work.target.clone().filter(|t| t.protocol == Protocol::Ddm) else {
             return;
         };
         for (path, value) in &status.unknown {
-            work.event(self, EventType::UnknownValue, Actor::Device, json!({ "key": path, "value": value }));
+            work.event(
+                self,
+                EventType::UnknownValue,
+                Actor::Device,
+                json!({ "key": path, "value": value }),
+            );
         }
         if target.status.is_final() {
             return;
@@ -218,12 +254,31 @@ impl Services {
                         .reasons
                         .iter()
                         .flatten()
-                        .map(|r| format!("{}{}", r.code, r.description.as_deref().map(|d| format!(": {d}")).unwrap_or_default()))
+                        .map(|r| {
+                            format!(
+                                "{}{}",
+                                r.code,
+                                r.description
+                                    .as_deref()
+                                    .map(|d| format!(": {d}"))
+                                    .unwrap_or_default()
+                            )
+                        })
                         .collect();
                     let current = running.clone().or_else(|| work.device.os_version.clone());
-                    let already_there = current.as_ref().is_some_and(|v| v >= &target.target_version);
+                    let already_there = current
+                        .as_ref()
+                        .is_some_and(|v| v >= &target.target_version);
                     if already_there && let Some(version) = current {
-                        work.apply(self, Signal::Running { version, build: status.build_version.clone() }, None, json!({ "reasons": reasons }));
+                        work.apply(
+                            self,
+                            Signal::Running {
+                                version,
+                                build: status.build_version.clone(),
+                            },
+                            None,
+                            json!({ "reasons": reasons }),
+                        );
                     } else {
                         work.apply(
                             self,
@@ -246,12 +301,22 @@ impl Services {
 
         if let Some(reason) = &status.install_reason {
             let by_user = reason.reasons.iter().any(|r| {
-                matches!(r, InstallReason::SystemSettings | InstallReason::Notification | InstallReason::InstallTonight)
+                matches!(
+                    r,
+                    InstallReason::SystemSettings
+                        | InstallReason::Notification
+                        | InstallReason::InstallTonight
+                )
             });
             if by_user {
                 work.mark_reported();
                 let reasons: Vec<&str> = reason.reasons.iter().map(|r| r.as_str()).collect();
-                work.apply(self, Signal::UserStarted, detail.clone(), json!({ "install_reason": reasons }));
+                work.apply(
+                    self,
+                    Signal::UserStarted,
+                    detail.clone(),
+                    json!({ "install_reason": reasons }),
+                );
             }
         }
 
@@ -260,8 +325,19 @@ impl Services {
             if failure.count > seen {
                 work.mark_reported();
                 for _ in seen..failure.count {
-                    let reason = failure.reason.clone().unwrap_or_else(|| "software update failed".to_string());
-                    work.apply(self, Signal::AttemptFailed { reason, retryable: true }, detail.clone(), json!({ "device_failure_count": failure.count }));
+                    let reason = failure
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "software update failed".to_string());
+                    work.apply(
+                        self,
+                        Signal::AttemptFailed {
+                            reason,
+                            retryable: true,
+                        },
+                        detail.clone(),
+                        json!({ "device_failure_count": failure.count }),
+                    );
                 }
             }
             let count = u32::try_from(failure.count).unwrap_or(u32::MAX);
@@ -276,15 +352,35 @@ impl Services {
             work.mark_reported();
             match state {
                 InstallState::None | InstallState::Waiting
-                    if accepted && matches!(work.target.as_ref().map(|t| t.status), Some(TargetStatus::Pending | TargetStatus::Retry)) =>
+                    if accepted
+                        && matches!(
+                            work.target.as_ref().map(|t| t.status),
+                            Some(TargetStatus::Pending | TargetStatus::Retry)
+                        ) =>
                 {
-                    work.apply(self, Signal::Accepted, detail.clone(), json!({ "install_state": state.as_str() }));
+                    work.apply(
+                        self,
+                        Signal::Accepted,
+                        detail.clone(),
+                        json!({ "install_state": state.as_str() }),
+                    );
                 }
-                InstallState::Downloading => work.apply(self, Signal::Downloading, detail.clone(), json!({})),
-                InstallState::Prepared => work.apply(self, Signal::Downloaded, detail.clone(), json!({})),
-                InstallState::Installing => work.apply(self, Signal::Installing, detail.clone(), json!({})),
+                InstallState::Downloading => {
+                    work.apply(self, Signal::Downloading, detail.clone(), json!({}))
+                }
+                InstallState::Prepared => {
+                    work.apply(self, Signal::Downloaded, detail.clone(), json!({}))
+                }
+                InstallState::Installing => {
+                    work.apply(self, Signal::Installing, detail.clone(), json!({}))
+                }
                 InstallState::Unknown(value) => {
-                    work.event(self, EventType::UnknownValue, Actor::Device, json!({ "key": "softwareupdate.install-state", "value": value }));
+                    work.event(
+                        self,
+                        EventType::UnknownValue,
+                        Actor::Device,
+                        json!({ "key": "softwareupdate.install-state", "value": value }),
+                    );
                 }
                 _ => {}
             }
@@ -292,15 +388,30 @@ impl Services {
 
         if let Some(version) = running {
             work.mark_reported();
-            work.apply(self, Signal::Running { version, build: status.build_version.clone() }, None, json!({}));
+            work.apply(
+                self,
+                Signal::Running {
+                    version,
+                    build: status.build_version.clone(),
+                },
+                None,
+                json!({}),
+            );
         }
     }
 
-    fn record_status_inventory(&self, work: &mut Work, status: &ParsedStatus, running: Option<&OsVersion>) {
+    fn record_status_inventory(
+        &self,
+        work: &mut Work,
+        status: &ParsedStatus,
+        running: Option<&OsVersion>,
+    ) {
         let device = &work.device;
         let version_changed = running.is_some_and(|v| device.os_version.as_ref() != Some(v));
-        let build_changed = status.build_version.is_some() && status.build_version != device.build_version;
-        let id_changed = status.software_update_device_id.is_some() && status.software_update_device_id != device.software_update_device_id;
+        let build_changed =
+            status.build_version.is_some() && status.build_version != device.build_version;
+        let id_changed = status.software_update_device_id.is_some()
+            && status.software_update_device_id != device.software_update_device_id;
         if !(version_changed || build_changed || id_changed) {
             return;
         }

@@ -66,12 +66,19 @@ impl ServiceError {
         ServiceError::Invalid { message, details }
     }
 
-    pub fn invalid_field(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid_field(
+        field: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self::invalid(vec![FieldError::new(field, code, message)])
     }
 
     pub fn not_found(what: &'static str, id: impl Into<String>) -> Self {
-        ServiceError::NotFound { what, id: id.into() }
+        ServiceError::NotFound {
+            what,
+            id: id.into(),
+        }
     }
 }
 

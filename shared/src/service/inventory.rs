@@ -40,15 +40,19 @@ mod double_option {
 
 fn check_time_zone(field: &str, zone: &Option<String>) -> Result<(), FieldError> {
     match zone {
-        Some(name) => parse_time_zone(name)
-            .map(|_| ())
-            .map_err(|e| FieldError::new(field, "unknown_time_zone", e.to_string()).with_value(name)),
+        Some(name) => parse_time_zone(name).map(|_| ()).map_err(|e| {
+            FieldError::new(field, "unknown_time_zone", e.to_string()).with_value(name)
+        }),
         None => Ok(()),
     }
 }
 
 impl Services {
-    pub async fn list_devices(&self, filter: &DeviceFilter, page: &PageRequest) -> ServiceResult<Page<Device>> {
+    pub async fn list_devices(
+        &self,
+        filter: &DeviceFilter,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<Device>> {
         Ok(self.ports.devices.list_devices(filter, page).await?)
     }
 
@@ -95,7 +99,11 @@ impl Services {
         let mut problems = Vec::new();
         let name = input.name.unwrap_or_default();
         if name.trim().is_empty() {
-            problems.push(FieldError::new("name", "missing", "name is required and must not be blank"));
+            problems.push(FieldError::new(
+                "name",
+                "missing",
+                "name is required and must not be blank",
+            ));
         }
         let time_zone = input.time_zone.flatten();
         if let Err(e) = check_time_zone("time_zone", &time_zone) {
@@ -150,7 +158,11 @@ impl Services {
     }
 
     /// Replaces a group's members; every UDID must be a known device.
-    pub async fn set_group_members(&self, id: &str, udids: Vec<String>) -> ServiceResult<Vec<String>> {
+    pub async fn set_group_members(
+        &self,
+        id: &str,
+        udids: Vec<String>,
+    ) -> ServiceResult<Vec<String>> {
         self.get_group(id).await?;
         let known = self.ports.devices.get_devices(&udids).await?;
         let problems: Vec<FieldError> = udids
@@ -158,8 +170,12 @@ impl Services {
             .enumerate()
             .filter(|(_, udid)| !known.iter().any(|d| &d.udid == *udid))
             .map(|(i, udid)| {
-                FieldError::new(format!("device_ids[{i}]"), "unknown_device", format!("device {udid:?} is not enrolled"))
-                    .with_value(udid)
+                FieldError::new(
+                    format!("device_ids[{i}]"),
+                    "unknown_device",
+                    format!("device {udid:?} is not enrolled"),
+                )
+                .with_value(udid)
             })
             .collect();
         if !problems.is_empty() {

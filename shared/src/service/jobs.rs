@@ -6,7 +6,9 @@ use serde_json::json;
 use super::mdm::{MdmInstruction, command_for_target};
 use super::{ServiceResult, Services};
 use crate::domain::{Actor, EventType, Signal, Target, TargetStatus};
-use crate::ports::{Change, CommandWrite, DeviceWrite, Job, PageRequest, StoreError, TargetFilter, TargetWrite};
+use crate::ports::{
+    Change, CommandWrite, DeviceWrite, Job, PageRequest, StoreError, TargetFilter, TargetWrite,
+};
 
 /// What a job did, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,7 +22,10 @@ pub struct JobReport {
 impl Services {
     pub async fn run_job(&self, job: &Job) -> ServiceResult<JobReport> {
         match job {
-            Job::MdmDeadline { operation_id, time_zone } => self.run_mdm_deadline(operation_id, time_zone).await,
+            Job::MdmDeadline {
+                operation_id,
+                time_zone,
+            } => self.run_mdm_deadline(operation_id, time_zone).await,
             Job::UpdateExpiry { operation_id } => self.run_update_expiry(operation_id).await,
             Job::PurgeEvents => {
                 let purged = self.ports.events.purge_expired(self.now()).await?;
@@ -30,7 +35,11 @@ impl Services {
     }
 
     /// Sends `InstallASAP` to every waiting MDM target in one time zone.
-    async fn run_mdm_deadline(&self, operation_id: &str, time_zone: &str) -> ServiceResult<JobReport> {
+    async fn run_mdm_deadline(
+        &self,
+        operation_id: &str,
+        time_zone: &str,
+    ) -> ServiceResult<JobReport> {
         let Some(operation) = self.ports.operations.get_operation(operation_id).await? else {
             return Ok(JobReport::default());
         };
@@ -58,10 +67,16 @@ impl Services {
             self.ports.push.push(chunk).await?;
         }
         tracing::info!(operation_id = %operation_id, time_zone = %time_zone, count = changed, "MDM deadline reached");
-        Ok(JobReport { targets: changed, purged: 0 })
+        Ok(JobReport {
+            targets: changed,
+            purged: 0,
+        })
     }
 
-    async fn instruct_install(&self, mut target: Target) -> ServiceResult<Option<crate::domain::Device>> {
+    async fn instruct_install(
+        &self,
+        mut target: Target,
+    ) -> ServiceResult<Option<crate::domain::Device>> {
         for _ in 0..5 {
             let now = self.now();
             let Some(context) = self.ports.devices.load_context(&target.device_id).await? else {
@@ -78,9 +93,14 @@ impl Services {
                 .commands
                 .iter()
                 .filter(|c| c.operation_id.as_deref() == Some(target.operation_id.as_str()))
-                .map(|c| CommandWrite::Remove { device_id: c.device_id.clone(), uuid: c.uuid.clone() })
+                .map(|c| CommandWrite::Remove {
+                    device_id: c.device_id.clone(),
+                    uuid: c.uuid.clone(),
+                })
                 .collect();
-            let Some(command) = command_for_target(self, &device, &mut target, MdmInstruction::InstallNow, now) else {
+            let Some(command) =
+                command_for_target(self, &device, &mut target, MdmInstruction::InstallNow, now)
+            else {
                 return Ok(None);
             };
             target.updated_at = now;
@@ -91,14 +111,25 @@ impl Services {
             commands.push(CommandWrite::Put(command));
             let change = Change {
                 device: None,
-                target: Some(TargetWrite { target: target.clone(), expected_revision: revision, previous_status }),
+                target: Some(TargetWrite {
+                    target: target.clone(),
+                    expected_revision: revision,
+                    previous_status,
+                }),
                 events,
                 commands,
             };
             match self.ports.devices.commit(change).await {
                 Ok(_) => return Ok(Some(device)),
-                Err(StoreError::Conflict(_)) => match self.ports.operations.get_target(&target.operation_id, &target.device_id).await? {
-                    Some(fresh) if !fresh.status.is_final() && !fresh.install_requested => target = fresh,
+                Err(StoreError::Conflict(_)) => match self
+                    .ports
+                    .operations
+                    .get_target(&target.operation_id, &target.device_id)
+                    .await?
+                {
+                    Some(fresh) if !fresh.status.is_final() && !fresh.install_requested => {
+                        target = fresh
+                    }
                     _ => return Ok(None),
                 },
                 Err(e) => return Err(e.into()),
@@ -110,7 +141,13 @@ impl Services {
     /// Apple stopped signing the update: targets not yet installing become Deprecated.
     async fn run_update_expiry(&self, operation_id: &str) -> ServiceResult<JobReport> {
         let targets = self
-            .all_targets(operation_id, &TargetFilter { active_only: true, ..Default::default() })
+            .all_targets(
+                operation_id,
+                &TargetFilter {
+                    active_only: true,
+                    ..Default::default()
+                },
+            )
             .await?;
         let mut changed = 0;
         for target in targets {
@@ -122,13 +159,21 @@ impl Services {
             }
         }
         tracing::info!(operation_id = %operation_id, count = changed, "update expired");
-        Ok(JobReport { targets: changed, purged: 0 })
+        Ok(JobReport {
+            targets: changed,
+            purged: 0,
+        })
     }
 
     async fn deprecate(&self, mut target: Target) -> ServiceResult<bool> {
         for _ in 0..5 {
             let now = self.now();
-            let outcome = crate::domain::status::apply(&target.progress(), &Signal::Expire, &self.config.retry_policy, now);
+            let outcome = crate::domain::status::apply(
+                &target.progress(),
+                &Signal::Expire,
+                &self.config.retry_policy,
+                now,
+            );
             let Ok(crate::domain::Outcome::Moved(change)) = outcome else {
                 return Ok(false);
             };
@@ -141,14 +186,29 @@ impl Services {
             target.status = change.to;
             target.updated_at = now;
             target.detail = Some("Apple no longer signs this update".into());
-            let device_write = (device.current_operation_id.as_deref() == Some(target.operation_id.as_str())).then(|| {
+            let device_write = (device.current_operation_id.as_deref()
+                == Some(target.operation_id.as_str()))
+            .then(|| {
                 device.current_operation_id = None;
-                DeviceWrite { device, expected_revision: Some(device_revision) }
+                DeviceWrite {
+                    device,
+                    expected_revision: Some(device_revision),
+                }
             });
             let change = Change {
                 device: device_write,
-                target: Some(TargetWrite { target: target.clone(), expected_revision: revision, previous_status }),
-                events: vec![self.event(&target.operation_id, Some(&target.device_id), EventType::Deprecated, Actor::System, json!({ "from": previous_status, "expires_at": target.expires_at }))],
+                target: Some(TargetWrite {
+                    target: target.clone(),
+                    expected_revision: revision,
+                    previous_status,
+                }),
+                events: vec![self.event(
+                    &target.operation_id,
+                    Some(&target.device_id),
+                    EventType::Deprecated,
+                    Actor::System,
+                    json!({ "from": previous_status, "expires_at": target.expires_at }),
+                )],
                 commands: Vec::new(),
             };
             match self.ports.devices.commit(change).await {
@@ -156,7 +216,12 @@ impl Services {
                     self.record_state_changes(&outcome.state_changes).await?;
                     return Ok(true);
                 }
-                Err(StoreError::Conflict(_)) => match self.ports.operations.get_target(&target.operation_id, &target.device_id).await? {
+                Err(StoreError::Conflict(_)) => match self
+                    .ports
+                    .operations
+                    .get_target(&target.operation_id, &target.device_id)
+                    .await?
+                {
                     Some(fresh) => target = fresh,
                     None => return Ok(false),
                 },
@@ -166,14 +231,25 @@ impl Services {
         Ok(false)
     }
 
-    async fn all_targets(&self, operation_id: &str, filter: &TargetFilter) -> ServiceResult<Vec<Target>> {
+    async fn all_targets(
+        &self,
+        operation_id: &str,
+        filter: &TargetFilter,
+    ) -> ServiceResult<Vec<Target>> {
         let mut targets = Vec::new();
         let mut cursor = None;
         loop {
             let page = self
                 .ports
                 .operations
-                .list_targets(operation_id, filter, &PageRequest { limit: 1000, cursor })
+                .list_targets(
+                    operation_id,
+                    filter,
+                    &PageRequest {
+                        limit: 1000,
+                        cursor,
+                    },
+                )
                 .await?;
             targets.extend(page.items);
             cursor = page.next_cursor;

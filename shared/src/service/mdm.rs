@@ -16,8 +16,8 @@ use jiff::Timestamp;
 use super::Services;
 use crate::apple::mdm::{
     Command, CommandEnvelope, DeclarativeManagementCommand, DeviceInformation, InstallAction,
-    OsUpdateItem, OsUpdateState, OsUpdateStatusResponse, ScheduleOsUpdate, ScheduleOsUpdateResponse,
-    UpdateResult, UpdateResultAction, UpdateResultStatus,
+    OsUpdateItem, OsUpdateState, OsUpdateStatusResponse, ScheduleOsUpdate,
+    ScheduleOsUpdateResponse, UpdateResult, UpdateResultAction, UpdateResultStatus,
 };
 use crate::domain::{Device, Platform, Signal, Target, TargetStatus};
 use crate::ports::{CommandState, QueuedCommand};
@@ -59,11 +59,21 @@ pub fn command_for_target(
             target.install_requested = true;
             schedule_os_update(target, InstallAction::InstallAsap)
         }
-        MdmInstruction::SyncDeclarations => Command::DeclarativeManagement(DeclarativeManagementCommand::default()),
+        MdmInstruction::SyncDeclarations => {
+            Command::DeclarativeManagement(DeclarativeManagementCommand::default())
+        }
         MdmInstruction::StatusQuery => Command::OsUpdateStatus,
-        MdmInstruction::VersionQuery => Command::DeviceInformation(DeviceInformation::rollout_queries()),
+        MdmInstruction::VersionQuery => {
+            Command::DeviceInformation(DeviceInformation::rollout_queries())
+        }
     };
-    let queued = queue(services, &device.udid, Some(&target.operation_id), command, now)?;
+    let queued = queue(
+        services,
+        &device.udid,
+        Some(&target.operation_id),
+        command,
+        now,
+    )?;
     target.last_command_uuid = Some(queued.uuid.clone());
     Some(queued)
 }
@@ -73,7 +83,9 @@ fn schedule_os_update(target: &Target, action: InstallAction) -> Command {
         Some(key) => OsUpdateItem::for_product_key(key.clone(), action),
         None => OsUpdateItem::for_version(target.target_version.to_string(), action),
     };
-    Command::ScheduleOsUpdate(ScheduleOsUpdate { updates: vec![item] })
+    Command::ScheduleOsUpdate(ScheduleOsUpdate {
+        updates: vec![item],
+    })
 }
 
 /// Encodes a command as a queued command with a fresh CommandUUID.
@@ -105,7 +117,10 @@ pub fn queue(
 }
 
 /// Signals from a `ScheduleOSUpdate` result, with the ProductKey the device chose.
-pub fn schedule_result_signals(target: &Target, response: &ScheduleOsUpdateResponse) -> (Vec<Signal>, Option<String>, bool) {
+pub fn schedule_result_signals(
+    target: &Target,
+    response: &ScheduleOsUpdateResponse,
+) -> (Vec<Signal>, Option<String>, bool) {
     let Some(result) = pick_update_result(target, &response.update_results) else {
         // Nothing scheduled: the device may already run the target.
         return (Vec::new(), None, true);
@@ -113,7 +128,10 @@ pub fn schedule_result_signals(target: &Target, response: &ScheduleOsUpdateRespo
     let product_key = Some(result.product_key.clone());
     if result.install_action == UpdateResultAction::Error {
         let signal = Signal::AttemptFailed {
-            reason: format!("ScheduleOSUpdate InstallAction Error, Status {}", result.status.as_str()),
+            reason: format!(
+                "ScheduleOSUpdate InstallAction Error, Status {}",
+                result.status.as_str()
+            ),
             retryable: false,
         };
         return (vec![signal], product_key, false);
@@ -131,16 +149,21 @@ pub fn schedule_result_signals(target: &Target, response: &ScheduleOsUpdateRespo
             reason: result.status.as_str().to_string(),
             retryable: true,
         }],
-        UpdateResultStatus::DownloadFailed | UpdateResultStatus::InstallFailed => vec![Signal::AttemptFailed {
-            reason: result.status.as_str().to_string(),
-            retryable: false,
-        }],
+        UpdateResultStatus::DownloadFailed | UpdateResultStatus::InstallFailed => {
+            vec![Signal::AttemptFailed {
+                reason: result.status.as_str().to_string(),
+                retryable: false,
+            }]
+        }
         UpdateResultStatus::Unknown(_) => Vec::new(),
     };
     (signals, product_key, false)
 }
 
-fn pick_update_result<'a>(target: &Target, results: &'a [UpdateResult]) -> Option<&'a UpdateResult> {
+fn pick_update_result<'a>(
+    target: &Target,
+    results: &'a [UpdateResult],
+) -> Option<&'a UpdateResult> {
     results
         .iter()
         .find(|r| matches_update(target, &r.product_key))
@@ -185,18 +208,25 @@ pub fn status_result_reading(target: &Target, response: &OsUpdateStatusResponse)
     };
     let percent = (item.download_percent_complete * 100.0).round();
     match &item.status {
-        OsUpdateState::Downloading if item.is_downloaded || item.download_percent_complete >= 1.0 => {
+        OsUpdateState::Downloading
+            if item.is_downloaded || item.download_percent_complete >= 1.0 =>
+        {
             StatusReading::Signals(vec![Signal::Preparing], "downloaded, preparing".into())
         }
-        OsUpdateState::Downloading => StatusReading::Signals(vec![Signal::Downloading], format!("download {percent}%")),
-        OsUpdateState::Idle if item.is_downloaded => {
-            StatusReading::Signals(vec![Signal::Downloaded], "downloaded, ready to install".into())
+        OsUpdateState::Downloading => {
+            StatusReading::Signals(vec![Signal::Downloading], format!("download {percent}%"))
         }
+        OsUpdateState::Idle if item.is_downloaded => StatusReading::Signals(
+            vec![Signal::Downloaded],
+            "downloaded, ready to install".into(),
+        ),
         OsUpdateState::Installing if !target.install_requested => StatusReading::Signals(
             vec![Signal::UserStarted, Signal::Installing],
             "installing, started by the user".into(),
         ),
-        OsUpdateState::Installing => StatusReading::Signals(vec![Signal::Installing], "installing".into()),
+        OsUpdateState::Installing => {
+            StatusReading::Signals(vec![Signal::Installing], "installing".into())
+        }
         OsUpdateState::Idle | OsUpdateState::Unknown(_) => StatusReading::NothingNew,
     }
 }

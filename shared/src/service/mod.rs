@@ -23,7 +23,10 @@ use jiff::Timestamp;
 
 use crate::catalog::Catalog;
 use crate::domain::{Actor, Clock, EVENT_RETENTION, Event, EventType, IdGenerator, RetryPolicy};
-use crate::ports::{CatalogStore, DeviceStore, EventStore, GroupStore, OperationStore, Push, ScheduleStore, Scheduler};
+use crate::ports::{
+    CatalogStore, DeviceStore, EventStore, GroupStore, OperationStore, Push, ScheduleStore,
+    Scheduler,
+};
 
 pub use errors::{FieldError, ServiceError, ServiceResult};
 
@@ -65,7 +68,14 @@ impl Ports {
     /// Every store port served by one adapter that implements them all.
     pub fn from_store<S>(store: Arc<S>, push: Arc<dyn Push>) -> Ports
     where
-        S: DeviceStore + GroupStore + OperationStore + EventStore + Scheduler + ScheduleStore + CatalogStore + 'static,
+        S: DeviceStore
+            + GroupStore
+            + OperationStore
+            + EventStore
+            + Scheduler
+            + ScheduleStore
+            + CatalogStore
+            + 'static,
     {
         Ports {
             devices: store.clone(),
@@ -174,7 +184,11 @@ impl Services {
     /// lifecycle changes a transaction reported.
     pub async fn record_state_changes(
         &self,
-        changes: &[(String, crate::domain::OperationState, crate::domain::OperationState)],
+        changes: &[(
+            String,
+            crate::domain::OperationState,
+            crate::domain::OperationState,
+        )],
     ) -> ServiceResult<()> {
         use crate::domain::OperationState::*;
         let mut events = Vec::new();

@@ -133,15 +133,23 @@ pub struct Created {
 fn parse_protocol(value: &Option<String>, problems: &mut Vec<FieldError>) -> Option<Protocol> {
     match value.as_deref() {
         None => {
-            problems.push(FieldError::new("protocol", "missing", "protocol is required: \"ddm\" or \"mdm\""));
+            problems.push(FieldError::new(
+                "protocol",
+                "missing",
+                "protocol is required: \"ddm\" or \"mdm\"",
+            ));
             None
         }
         Some(text) => match text.parse() {
             Ok(protocol) => Some(protocol),
             Err(_) => {
                 problems.push(
-                    FieldError::new("protocol", "invalid", format!("unknown protocol {text:?}: expected \"ddm\" or \"mdm\""))
-                        .with_value(text),
+                    FieldError::new(
+                        "protocol",
+                        "invalid",
+                        format!("unknown protocol {text:?}: expected \"ddm\" or \"mdm\""),
+                    )
+                    .with_value(text),
                 );
                 None
             }
@@ -156,7 +164,10 @@ struct InstallPlan {
     named_zone: Option<(String, jiff::tz::TimeZone)>,
 }
 
-fn parse_install(value: &Option<serde_json::Value>, problems: &mut Vec<FieldError>) -> Option<InstallPlan> {
+fn parse_install(
+    value: &Option<serde_json::Value>,
+    problems: &mut Vec<FieldError>,
+) -> Option<InstallPlan> {
     let Some(value) = value else {
         problems.push(FieldError::new(
             "install",
@@ -166,7 +177,14 @@ fn parse_install(value: &Option<serde_json::Value>, problems: &mut Vec<FieldErro
         return None;
     };
     let Some(object) = value.as_object() else {
-        problems.push(FieldError::new("install", "invalid", "install must be an object with a \"method\"").with_value(value));
+        problems.push(
+            FieldError::new(
+                "install",
+                "invalid",
+                "install must be an object with a \"method\"",
+            )
+            .with_value(value),
+        );
         return None;
     };
     let method = match object.get("method") {
@@ -180,7 +198,14 @@ fn parse_install(value: &Option<serde_json::Value>, problems: &mut Vec<FieldErro
         }
         Some(serde_json::Value::String(method)) => method.as_str(),
         Some(other) => {
-            problems.push(FieldError::new("install.method", "invalid", "install.method must be a string").with_value(other));
+            problems.push(
+                FieldError::new(
+                    "install.method",
+                    "invalid",
+                    "install.method must be a string",
+                )
+                .with_value(other),
+            );
             return None;
         }
     };
@@ -205,13 +230,19 @@ fn parse_install(value: &Option<serde_json::Value>, problems: &mut Vec<FieldErro
     }
 }
 
-fn parse_schedule(object: &serde_json::Map<String, serde_json::Value>, problems: &mut Vec<FieldError>) -> Option<InstallPlan> {
+fn parse_schedule(
+    object: &serde_json::Map<String, serde_json::Value>,
+    problems: &mut Vec<FieldError>,
+) -> Option<InstallPlan> {
     let before = problems.len();
     let local = match object.get("local_date_time").and_then(|v| v.as_str()) {
         Some(text) => match parse_local_date_time(text) {
             Ok(local) => Some(local),
             Err(e) => {
-                problems.push(FieldError::new("install.local_date_time", "invalid", e.to_string()).with_value(text));
+                problems.push(
+                    FieldError::new("install.local_date_time", "invalid", e.to_string())
+                        .with_value(text),
+                );
                 None
             }
         },
@@ -224,14 +255,23 @@ fn parse_schedule(object: &serde_json::Map<String, serde_json::Value>, problems:
             None
         }
     };
-    let zone_text = object.get("time_zone").and_then(|v| v.as_str()).unwrap_or("device_local");
+    let zone_text = object
+        .get("time_zone")
+        .and_then(|v| v.as_str())
+        .unwrap_or("device_local");
     let (rule, named_zone) = if zone_text == "device_local" {
         (TimeZoneRule::DeviceLocal, None)
     } else {
         match parse_time_zone(zone_text) {
-            Ok(zone) => (TimeZoneRule::Named(zone_text.to_string()), Some((zone_text.to_string(), zone))),
+            Ok(zone) => (
+                TimeZoneRule::Named(zone_text.to_string()),
+                Some((zone_text.to_string(), zone)),
+            ),
             Err(e) => {
-                problems.push(FieldError::new("install.time_zone", "unknown_time_zone", e.to_string()).with_value(zone_text));
+                problems.push(
+                    FieldError::new("install.time_zone", "unknown_time_zone", e.to_string())
+                        .with_value(zone_text),
+                );
                 (TimeZoneRule::DeviceLocal, None)
             }
         }
@@ -240,7 +280,14 @@ fn parse_schedule(object: &serde_json::Map<String, serde_json::Value>, problems:
         None | Some(serde_json::Value::Null) => false,
         Some(serde_json::Value::Bool(b)) => *b,
         Some(other) => {
-            problems.push(FieldError::new("install.add_to_catalog", "invalid", "add_to_catalog must be true or false").with_value(other));
+            problems.push(
+                FieldError::new(
+                    "install.add_to_catalog",
+                    "invalid",
+                    "add_to_catalog must be true or false",
+                )
+                .with_value(other),
+            );
             false
         }
     };
@@ -308,16 +355,26 @@ impl Services {
         let protocol = parse_protocol(&request.protocol, &mut problems);
         let install = parse_install(&request.install, &mut problems);
 
-        let version_text = request.update.as_ref().and_then(|u| u.product_version.clone());
+        let version_text = request
+            .update
+            .as_ref()
+            .and_then(|u| u.product_version.clone());
         let version: Option<OsVersion> = match &version_text {
             None => {
-                problems.push(FieldError::new("update.product_version", "missing", "update.product_version is required, such as \"26.6.2\""));
+                problems.push(FieldError::new(
+                    "update.product_version",
+                    "missing",
+                    "update.product_version is required, such as \"26.6.2\"",
+                ));
                 None
             }
             Some(text) => match text.parse() {
                 Ok(v) => Some(v),
                 Err(e) => {
-                    problems.push(FieldError::new("update.product_version", "invalid", format!("{e}")).with_value(text));
+                    problems.push(
+                        FieldError::new("update.product_version", "invalid", format!("{e}"))
+                            .with_value(text),
+                    );
                     None
                 }
             },
@@ -326,9 +383,14 @@ impl Services {
 
         let selection = request.targets.clone().unwrap_or_default();
         if selection.device_ids.is_empty() && selection.group_ids.is_empty() {
-            problems.push(FieldError::new("targets", "missing", "targets needs at least one device_id or group_id"));
+            problems.push(FieldError::new(
+                "targets",
+                "missing",
+                "targets needs at least one device_id or group_id",
+            ));
         }
-        let (devices, groups_by_device, group_ids) = self.resolve_targets(&selection, &mut problems).await?;
+        let (devices, groups_by_device, group_ids) =
+            self.resolve_targets(&selection, &mut problems).await?;
 
         let (Some(protocol), Some(install), Some(version)) = (protocol, install, version) else {
             return Err(ServiceError::invalid(problems));
@@ -359,10 +421,18 @@ impl Services {
             if let Some(issue) = device.incompatibility(protocol) {
                 let (code, message) = match issue {
                     crate::domain::Incompatibility::UnsupervisedMac(m) => ("unsupervised_mac", m),
-                    crate::domain::Incompatibility::DdmUnsupported(m) => ("protocol_unsupported", m),
-                    crate::domain::Incompatibility::InventoryIncomplete(m) => ("inventory_incomplete", m),
+                    crate::domain::Incompatibility::DdmUnsupported(m) => {
+                        ("protocol_unsupported", m)
+                    }
+                    crate::domain::Incompatibility::InventoryIncomplete(m) => {
+                        ("inventory_incomplete", m)
+                    }
                 };
-                plan.incompatible.push(DeviceIssue { device_id: device.udid.clone(), code, message });
+                plan.incompatible.push(DeviceIssue {
+                    device_id: device.udid.clone(),
+                    code,
+                    message,
+                });
                 continue;
             }
             let Some(id) = identity(&device) else {
@@ -384,7 +454,9 @@ impl Services {
                     let listed = catalog
                         .listed_updates(&id)
                         .into_iter()
-                        .find(|u| u.product_version == version && !u.background_security_improvement)
+                        .find(|u| {
+                            u.product_version == version && !u.background_security_improvement
+                        })
                         .cloned();
                     match listed {
                         Some(update) => (update, TargetStatus::Obsolete, false),
@@ -403,7 +475,9 @@ impl Services {
                         }
                     }
                 }
-                Err(ResolveError::Expired { build, expired_on, .. }) => {
+                Err(ResolveError::Expired {
+                    build, expired_on, ..
+                }) => {
                     not_in_catalog = false;
                     expired = Some((build, expired_on));
                     continue;
@@ -441,8 +515,21 @@ impl Services {
                 _ => Some(update.release_date),
             };
 
-            let groups = groups_by_device.get(&device.udid).cloned().unwrap_or_default();
-            let planned = self.plan_target(&device, groups, &update.build, update.expires_at(), major, status, &install, protocol, now)?;
+            let groups = groups_by_device
+                .get(&device.udid)
+                .cloned()
+                .unwrap_or_default();
+            let planned = self.plan_target(
+                &device,
+                groups,
+                &update.build,
+                update.expires_at(),
+                major,
+                status,
+                &install,
+                protocol,
+                now,
+            )?;
             let planned = match planned {
                 Ok(planned) => planned,
                 Err(issue) => {
@@ -464,7 +551,11 @@ impl Services {
                     });
                     continue;
                 }
-                CurrentTarget::Movable { operation_id, revision, status } => {
+                CurrentTarget::Movable {
+                    operation_id,
+                    revision,
+                    status,
+                } => {
                     plan.moves.push(DeviceMove {
                         device_id: device.udid.clone(),
                         from_operation_id: operation_id.clone(),
@@ -522,17 +613,29 @@ impl Services {
                     udids.extend(self.ports.groups.members(group_id).await?);
                 }
                 None => problems.push(
-                    FieldError::new(format!("targets.group_ids[{i}]"), "unknown_group", format!("device group {group_id:?} does not exist"))
-                        .with_value(group_id),
+                    FieldError::new(
+                        format!("targets.group_ids[{i}]"),
+                        "unknown_group",
+                        format!("device group {group_id:?} does not exist"),
+                    )
+                    .with_value(group_id),
                 ),
             }
         }
-        let direct = self.ports.devices.get_devices(&selection.device_ids).await?;
+        let direct = self
+            .ports
+            .devices
+            .get_devices(&selection.device_ids)
+            .await?;
         for (i, udid) in selection.device_ids.iter().enumerate() {
             if !direct.iter().any(|d| &d.udid == udid) {
                 problems.push(
-                    FieldError::new(format!("targets.device_ids[{i}]"), "unknown_device", format!("device {udid:?} is not enrolled"))
-                        .with_value(udid),
+                    FieldError::new(
+                        format!("targets.device_ids[{i}]"),
+                        "unknown_device",
+                        format!("device {udid:?} is not enrolled"),
+                    )
+                    .with_value(udid),
                 );
             }
         }
@@ -587,23 +690,39 @@ impl Services {
                 if protocol == Protocol::Ddm {
                     let local = deadline::immediate_target_local_date_time(now);
                     planned.local_date_time = Some(local);
-                    planned.target_local_date_time = Some(deadline::format_target_local_date_time(local));
+                    planned.target_local_date_time =
+                        Some(deadline::format_target_local_date_time(local));
                 }
             }
             (InstallSettings::EnforceAtSchedule { .. }, Some(local)) => {
                 let group_zone = planned.groups.iter().find_map(|g| g.time_zone.clone());
-                let (device_zone_name, source) =
-                    resolve_device_zone(device.time_zone.as_deref(), group_zone.as_deref(), &self.config.default_time_zone);
+                let (device_zone_name, source) = resolve_device_zone(
+                    device.time_zone.as_deref(),
+                    group_zone.as_deref(),
+                    &self.config.default_time_zone,
+                );
                 let device_zone = match parse_time_zone(device_zone_name) {
                     Ok(zone) => zone,
                     Err(e) => {
-                        return Ok(Err(FieldError::new("targets", "unknown_time_zone", format!("device {}: {e}", device.udid))
-                            .with_value(device_zone_name)));
+                        return Ok(Err(FieldError::new(
+                            "targets",
+                            "unknown_time_zone",
+                            format!("device {}: {e}", device.udid),
+                        )
+                        .with_value(device_zone_name)));
                     }
                 };
                 let (zone_name, zone_source, instant) = match &install.named_zone {
-                    Some((name, zone)) => (name.clone(), ZoneSource::Operation, deadline_instant(local, zone)),
-                    None => (device_zone_name.to_string(), source, deadline_instant(local, &device_zone)),
+                    Some((name, zone)) => (
+                        name.clone(),
+                        ZoneSource::Operation,
+                        deadline_instant(local, zone),
+                    ),
+                    None => (
+                        device_zone_name.to_string(),
+                        source,
+                        deadline_instant(local, &device_zone),
+                    ),
                 };
                 if status != TargetStatus::Obsolete && instant <= now {
                     return Ok(Err(FieldError::new(
@@ -623,7 +742,8 @@ impl Services {
                     let rule_zone = install.named_zone.as_ref().map(|(_, zone)| zone);
                     let target_local = target_local_date_time(local, rule_zone, &device_zone);
                     planned.local_date_time = Some(target_local);
-                    planned.target_local_date_time = Some(deadline::format_target_local_date_time(target_local));
+                    planned.target_local_date_time =
+                        Some(deadline::format_target_local_date_time(target_local));
                 }
             }
             (InstallSettings::EnforceAtSchedule { .. }, None) => {}
@@ -635,8 +755,15 @@ impl Services {
         let Some(operation_id) = &device.current_operation_id else {
             return Ok(CurrentTarget::None);
         };
-        match self.ports.operations.get_target(operation_id, &device.udid).await? {
-            Some(target) if target.status == TargetStatus::Installing => Ok(CurrentTarget::Installing(operation_id.clone())),
+        match self
+            .ports
+            .operations
+            .get_target(operation_id, &device.udid)
+            .await?
+        {
+            Some(target) if target.status == TargetStatus::Installing => {
+                Ok(CurrentTarget::Installing(operation_id.clone()))
+            }
             Some(target) if !target.status.is_final() => Ok(CurrentTarget::Movable {
                 operation_id: operation_id.clone(),
                 revision: target.revision,
@@ -658,14 +785,21 @@ impl Services {
         if let Some(key) = idempotency_key
             && let Some(existing) = self.replayed_operation(key).await?
         {
-            return Ok(Created { operation: existing, not_moved: Vec::new(), replayed: true });
+            return Ok(Created {
+                operation: existing,
+                not_moved: Vec::new(),
+                replayed: true,
+            });
         }
         let plan = self.plan_operation(request).await?;
         if !plan.incompatible.is_empty() {
             let details = plan
                 .incompatible
                 .iter()
-                .map(|issue| FieldError::new("targets", issue.code, issue.message.clone()).with_value(&issue.device_id))
+                .map(|issue| {
+                    FieldError::new("targets", issue.code, issue.message.clone())
+                        .with_value(&issue.device_id)
+                })
                 .collect();
             return Err(ServiceError::invalid(details));
         }
@@ -679,10 +813,18 @@ impl Services {
 
         let operation_id = self.ids.ulid(now);
         if let Some(key) = idempotency_key
-            && let Some(existing) = self.ports.operations.claim_idempotency_key(key, &operation_id, now).await?
+            && let Some(existing) = self
+                .ports
+                .operations
+                .claim_idempotency_key(key, &operation_id, now)
+                .await?
         {
             let operation = self.get_operation(&existing).await?;
-            return Ok(Created { operation, not_moved: Vec::new(), replayed: true });
+            return Ok(Created {
+                operation,
+                not_moved: Vec::new(),
+                replayed: true,
+            });
         }
 
         let mut builds: Vec<String> = plan.targets.iter().map(|t| t.build.clone()).collect();
@@ -695,9 +837,15 @@ impl Services {
             protocol: plan.protocol,
             update: OperationUpdate {
                 name: plan.update_name.clone(),
-                product_version: plan.product_version.parse().map_err(|e: crate::domain::InvalidOsVersion| {
-                    ServiceError::invalid_field("update.product_version", "invalid", e.to_string())
-                })?,
+                product_version: plan.product_version.parse().map_err(
+                    |e: crate::domain::InvalidOsVersion| {
+                        ServiceError::invalid_field(
+                            "update.product_version",
+                            "invalid",
+                            e.to_string(),
+                        )
+                    },
+                )?,
                 platforms: plan.platforms.iter().copied().collect(),
                 builds,
                 release_date: plan.release_date,
@@ -766,12 +914,19 @@ impl Services {
 
     /// Writes one chunk of targets, re-planning devices whose conditional
     /// write lost a race. Returns devices that could not move and devices to wake.
-    async fn assign_chunk(&self, operation: &Operation, mut planned: Vec<PlannedTarget>) -> ServiceResult<(Vec<DeviceIssue>, Vec<Device>)> {
+    async fn assign_chunk(
+        &self,
+        operation: &Operation,
+        mut planned: Vec<PlannedTarget>,
+    ) -> ServiceResult<(Vec<DeviceIssue>, Vec<Device>)> {
         let mut skipped = Vec::new();
         let mut woken = Vec::new();
         for attempt in 0..5 {
             let now = self.now();
-            let assignments: Vec<Assignment> = planned.iter().map(|p| self.assignment(operation, p, now)).collect();
+            let assignments: Vec<Assignment> = planned
+                .iter()
+                .map(|p| self.assignment(operation, p, now))
+                .collect();
             let (outcomes, commit) = self.ports.operations.assign(assignments).await?;
             self.record_state_changes(&commit.state_changes).await?;
             let mut retry = Vec::new();
@@ -809,7 +964,11 @@ impl Services {
                         });
                         continue;
                     }
-                    CurrentTarget::Movable { operation_id, revision, .. } => {
+                    CurrentTarget::Movable {
+                        operation_id,
+                        revision,
+                        ..
+                    } => {
                         if operation_id == operation.id {
                             continue;
                         }
@@ -840,7 +999,9 @@ impl Services {
             operation_id: operation.id.clone(),
             device_id: p.device_id.clone(),
             protocol: operation.protocol,
-            platform: device.and_then(|d| d.platform).unwrap_or(crate::domain::Platform::MacOs),
+            platform: device
+                .and_then(|d| d.platform)
+                .unwrap_or(crate::domain::Platform::MacOs),
             status: p.status,
             detail: None,
             failures: 0,
@@ -868,9 +1029,22 @@ impl Services {
         };
         let mut events = Vec::new();
         if let Some((from, _)) = &p.replaces {
-            let details = serde_json::json!({ "from_operation_id": from, "to_operation_id": operation.id });
-            events.push(self.event(from, Some(&p.device_id), EventType::DeviceMigration, Actor::Administrator, details.clone()));
-            events.push(self.event(&operation.id, Some(&p.device_id), EventType::DeviceMigration, Actor::Administrator, details));
+            let details =
+                serde_json::json!({ "from_operation_id": from, "to_operation_id": operation.id });
+            events.push(self.event(
+                from,
+                Some(&p.device_id),
+                EventType::DeviceMigration,
+                Actor::Administrator,
+                details.clone(),
+            ));
+            events.push(self.event(
+                &operation.id,
+                Some(&p.device_id),
+                EventType::DeviceMigration,
+                Actor::Administrator,
+                details,
+            ));
         }
         let added = serde_json::json!({
             "build": p.build,
@@ -879,11 +1053,19 @@ impl Services {
             "deadline_at": p.deadline_at,
             "target_local_date_time": p.target_local_date_time,
         });
-        events.push(self.event(&operation.id, Some(&p.device_id), EventType::DeviceAdded, Actor::Administrator, added));
+        events.push(self.event(
+            &operation.id,
+            Some(&p.device_id),
+            EventType::DeviceAdded,
+            Actor::Administrator,
+            added,
+        ));
         let mut commands = Vec::new();
         let mut target = target;
         if p.status == TargetStatus::Obsolete {
-            let current = device.and_then(|d| d.os_version.as_ref()).map(|v| v.to_string());
+            let current = device
+                .and_then(|d| d.os_version.as_ref())
+                .map(|v| v.to_string());
             events.push(self.event(
                 &operation.id,
                 Some(&p.device_id),
@@ -896,11 +1078,14 @@ impl Services {
                 (Protocol::Ddm, _) => MdmInstruction::SyncDeclarations,
                 (Protocol::Mdm, InstallSettings::InstallImmediately) => MdmInstruction::InstallNow,
                 (Protocol::Mdm, InstallSettings::EnforceAtSchedule { add_to_catalog, .. }) => {
-                    MdmInstruction::Download { add_to_catalog: *add_to_catalog }
+                    MdmInstruction::Download {
+                        add_to_catalog: *add_to_catalog,
+                    }
                 }
             };
             if let Some(device) = device
-                && let Some(command) = command_for_target(self, device, &mut target, instruction, now)
+                && let Some(command) =
+                    command_for_target(self, device, &mut target, instruction, now)
             {
                 events.push(self.event(
                     &operation.id,
@@ -945,7 +1130,9 @@ impl Services {
                 .schedule(&Schedule {
                     id: format!("expiry:{}", operation.id),
                     due_at: expires_at,
-                    job: Job::UpdateExpiry { operation_id: operation.id.clone() },
+                    job: Job::UpdateExpiry {
+                        operation_id: operation.id.clone(),
+                    },
                 })
                 .await?;
         }
@@ -960,18 +1147,40 @@ impl Services {
             .ok_or_else(|| ServiceError::not_found("operation", id))
     }
 
-    pub async fn list_operations(&self, filter: &OperationFilter, page: &PageRequest) -> ServiceResult<Page<Operation>> {
+    pub async fn list_operations(
+        &self,
+        filter: &OperationFilter,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<Operation>> {
         Ok(self.ports.operations.list_operations(filter, page).await?)
     }
 
-    pub async fn list_targets(&self, operation_id: &str, filter: &TargetFilter, page: &PageRequest) -> ServiceResult<Page<Target>> {
+    pub async fn list_targets(
+        &self,
+        operation_id: &str,
+        filter: &TargetFilter,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<Target>> {
         self.get_operation(operation_id).await?;
-        Ok(self.ports.operations.list_targets(operation_id, filter, page).await?)
+        Ok(self
+            .ports
+            .operations
+            .list_targets(operation_id, filter, page)
+            .await?)
     }
 
-    pub async fn list_events(&self, operation_id: &str, filter: &EventFilter, page: &PageRequest) -> ServiceResult<Page<crate::domain::Event>> {
+    pub async fn list_events(
+        &self,
+        operation_id: &str,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> ServiceResult<Page<crate::domain::Event>> {
         self.get_operation(operation_id).await?;
-        Ok(self.ports.events.list_events(operation_id, filter, self.now(), page).await?)
+        Ok(self
+            .ports
+            .events
+            .list_events(operation_id, filter, self.now(), page)
+            .await?)
     }
 
     /// Cancels a scheduled or in-progress DDM operation: devices not yet
@@ -996,14 +1205,25 @@ impl Services {
                 serde_json::json!({ "state": operation.state }),
             )])
             .await?;
-        match self.ports.operations.mark_cancelled(operation_id, now).await {
+        match self
+            .ports
+            .operations
+            .mark_cancelled(operation_id, now)
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::Conflict(message)) => {
-                return Err(ServiceError::Conflict { code: "cannot_cancel", message });
+                return Err(ServiceError::Conflict {
+                    code: "cannot_cancel",
+                    message,
+                });
             }
             Err(e) => return Err(e.into()),
         }
-        self.ports.scheduler.cancel_operation_schedules(operation_id).await?;
+        self.ports
+            .scheduler
+            .cancel_operation_schedules(operation_id)
+            .await?;
 
         let mut cursor = None;
         let mut cancelled = 0usize;
@@ -1015,8 +1235,14 @@ impl Services {
                 .operations
                 .list_targets(
                     operation_id,
-                    &TargetFilter { active_only: true, ..Default::default() },
-                    &PageRequest { limit: 500, cursor: cursor.clone() },
+                    &TargetFilter {
+                        active_only: true,
+                        ..Default::default()
+                    },
+                    &PageRequest {
+                        limit: 500,
+                        cursor: cursor.clone(),
+                    },
                 )
                 .await?;
             for target in page.items {
@@ -1057,7 +1283,12 @@ impl Services {
         let mut target = target;
         for _ in 0..5 {
             let now = self.now();
-            let outcome = crate::domain::status::apply(&target.progress(), &crate::domain::Signal::Cancel, &self.config.retry_policy, now);
+            let outcome = crate::domain::status::apply(
+                &target.progress(),
+                &crate::domain::Signal::Cancel,
+                &self.config.retry_policy,
+                now,
+            );
             let Ok(crate::domain::Outcome::Moved(change)) = outcome else {
                 return Ok(None);
             };
@@ -1090,14 +1321,27 @@ impl Services {
             if device.current_operation_id.as_deref() == Some(target.operation_id.as_str()) {
                 device.current_operation_id = None;
                 if target.protocol == Protocol::Ddm
-                    && let Some(command) = command_for_target(self, &device, &mut target.clone(), MdmInstruction::SyncDeclarations, now)
+                    && let Some(command) = command_for_target(
+                        self,
+                        &device,
+                        &mut target.clone(),
+                        MdmInstruction::SyncDeclarations,
+                        now,
+                    )
                 {
                     commands.push(crate::ports::CommandWrite::Put(command));
                 }
             }
             let change = Change {
-                device: Some(crate::ports::DeviceWrite { device: device.clone(), expected_revision: Some(device_revision) }),
-                target: Some(TargetWrite { target: target.clone(), expected_revision: revision, previous_status }),
+                device: Some(crate::ports::DeviceWrite {
+                    device: device.clone(),
+                    expected_revision: Some(device_revision),
+                }),
+                target: Some(TargetWrite {
+                    target: target.clone(),
+                    expected_revision: revision,
+                    previous_status,
+                }),
                 events,
                 commands,
             };
@@ -1107,7 +1351,12 @@ impl Services {
                     return Ok(Some(device));
                 }
                 Err(StoreError::Conflict(_)) => {
-                    match self.ports.operations.get_target(&target.operation_id, &target.device_id).await? {
+                    match self
+                        .ports
+                        .operations
+                        .get_target(&target.operation_id, &target.device_id)
+                        .await?
+                    {
                         Some(fresh) => target = fresh,
                         None => return Ok(None),
                     }
@@ -1117,7 +1366,10 @@ impl Services {
         }
         Err(ServiceError::Conflict {
             code: "busy",
-            message: format!("device {} kept changing while it was cancelled; cancel again", target.device_id),
+            message: format!(
+                "device {} kept changing while it was cancelled; cancel again",
+                target.device_id
+            ),
         })
     }
 }
@@ -1125,7 +1377,11 @@ impl Services {
 enum CurrentTarget {
     None,
     Installing(String),
-    Movable { operation_id: String, revision: u64, status: TargetStatus },
+    Movable {
+        operation_id: String,
+        revision: u64,
+        status: TargetStatus,
+    },
 }
 
 fn deadlines_of(targets: &[PlannedTarget]) -> Vec<ZoneDeadline> {
@@ -1139,6 +1395,10 @@ fn deadlines_of(targets: &[PlannedTarget]) -> Vec<ZoneDeadline> {
         .into_iter()
         .map(|(zone_name, instant)| ZoneDeadline { zone_name, instant })
         .collect();
-    deadlines.sort_by(|a, b| a.instant.cmp(&b.instant).then_with(|| a.zone_name.cmp(&b.zone_name)));
+    deadlines.sort_by(|a, b| {
+        a.instant
+            .cmp(&b.instant)
+            .then_with(|| a.zone_name.cmp(&b.zone_name))
+    });
     deadlines
 }

@@ -5,7 +5,9 @@ use serde_json::{Value, json};
 
 use super::Services;
 use crate::domain::status::apply;
-use crate::domain::{Actor, Device, EventType, Outcome, Signal, Target, TargetStatus, TransitionError};
+use crate::domain::{
+    Actor, Device, EventType, Outcome, Signal, Target, TargetStatus, TransitionError,
+};
 use crate::ports::{Change, CommandWrite, DeviceContext, DeviceWrite, QueuedCommand, TargetWrite};
 
 /// The device and target as read, with the changes one report makes.
@@ -25,7 +27,10 @@ pub struct Work {
 impl Work {
     pub fn new(context: DeviceContext) -> Self {
         let target_revision = context.target.as_ref().map_or(0, |t| t.revision);
-        let previous_status = context.target.as_ref().map_or(TargetStatus::Pending, |t| t.status);
+        let previous_status = context
+            .target
+            .as_ref()
+            .map_or(TargetStatus::Pending, |t| t.status);
         Work {
             device_revision: context.device.revision,
             device: context.device,
@@ -55,9 +60,21 @@ impl Work {
         self.target.as_ref().filter(|t| !t.status.is_final())
     }
 
-    pub fn event(&mut self, services: &Services, event_type: EventType, actor: Actor, details: Value) {
+    pub fn event(
+        &mut self,
+        services: &Services,
+        event_type: EventType,
+        actor: Actor,
+        details: Value,
+    ) {
         let Some(target) = &self.target else { return };
-        let event = services.event(&target.operation_id, Some(&self.device.udid), event_type, actor, details);
+        let event = services.event(
+            &target.operation_id,
+            Some(&self.device.udid),
+            event_type,
+            actor,
+            details,
+        );
         self.events.push(event);
     }
 
@@ -78,10 +95,23 @@ impl Work {
     }
 
     /// Runs one signal through the state machine and records the result.
-    pub fn apply(&mut self, services: &Services, signal: Signal, detail: Option<String>, extra: Value) {
+    pub fn apply(
+        &mut self,
+        services: &Services,
+        signal: Signal,
+        detail: Option<String>,
+        extra: Value,
+    ) {
         let now = services.now();
-        let Some(target) = self.target.as_mut() else { return };
-        let outcome = apply(&target.progress(), &signal, &services.config.retry_policy, now);
+        let Some(target) = self.target.as_mut() else {
+            return;
+        };
+        let outcome = apply(
+            &target.progress(),
+            &signal,
+            &services.config.retry_policy,
+            now,
+        );
         match outcome {
             Ok(Outcome::Moved(change)) => {
                 target.status = change.to;
@@ -123,7 +153,10 @@ impl Work {
                 );
                 self.events.push(event);
                 self.target_changed = true;
-                if change.to.is_final() && self.device.current_operation_id.as_deref() == Some(target.operation_id.as_str()) {
+                if change.to.is_final()
+                    && self.device.current_operation_id.as_deref()
+                        == Some(target.operation_id.as_str())
+                {
                     self.device.current_operation_id = None;
                     self.device_changed = true;
                 }
@@ -139,12 +172,21 @@ impl Work {
                 }
             }
             Ok(Outcome::Stale) => {
-                let details = json!({ "reason": "stale", "signal": signal.name(), "status": target.status });
-                let event = services.event(&target.operation_id, Some(&target.device_id), EventType::ReportIgnored, Actor::Device, details);
+                let details =
+                    json!({ "reason": "stale", "signal": signal.name(), "status": target.status });
+                let event = services.event(
+                    &target.operation_id,
+                    Some(&target.device_id),
+                    EventType::ReportIgnored,
+                    Actor::Device,
+                    details,
+                );
                 self.events.push(event);
             }
             Ok(Outcome::NoChange) => {}
-            Err(error @ (TransitionError::FinalStatus { .. } | TransitionError::NotAllowed { .. })) => {
+            Err(
+                error @ (TransitionError::FinalStatus { .. } | TransitionError::NotAllowed { .. }),
+            ) => {
                 tracing::debug!(
                     operation_id = %target.operation_id,
                     device_id = %target.device_id,
@@ -156,7 +198,10 @@ impl Work {
     }
 
     pub fn is_empty(&self) -> bool {
-        !self.device_changed && !self.target_changed && self.events.is_empty() && self.command_writes.is_empty()
+        !self.device_changed
+            && !self.target_changed
+            && self.events.is_empty()
+            && self.command_writes.is_empty()
     }
 
     /// The transaction for everything recorded.

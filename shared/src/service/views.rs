@@ -43,8 +43,13 @@ pub struct UpdateView {
 
 impl OperationView {
     pub fn new(operation: &Operation, now: Timestamp) -> Self {
-        let end = operation.finished_at.or(operation.cancelled_at).unwrap_or(now);
-        let elapsed_seconds = operation.started_at.map(|start| (end - start).get_seconds().max(0));
+        let end = operation
+            .finished_at
+            .or(operation.cancelled_at)
+            .unwrap_or(now);
+        let elapsed_seconds = operation
+            .started_at
+            .map(|start| end.duration_since(start).as_secs().max(0));
         let refusal = operation.cancel_refusal();
         OperationView {
             id: operation.id.clone(),
@@ -78,12 +83,17 @@ impl OperationView {
 /// The installation settings, with how each one reaches the devices.
 pub fn installation_view(settings: &InstallSettings, protocol: Protocol) -> Value {
     let mut view = serde_json::to_value(settings).unwrap_or(Value::Null);
-    if let (InstallSettings::EnforceAtSchedule { reminders, .. }, Value::Object(map)) = (settings, &mut view)
+    if let (InstallSettings::EnforceAtSchedule { reminders, .. }, Value::Object(map)) =
+        (settings, &mut view)
         && !reminders.is_empty()
     {
         let delivery = match protocol {
-            Protocol::Mdm => "the server sends a NotifyOnly nudge to macOS devices at each reminder",
-            Protocol::Ddm => "devices show the OS's own deadline notifications; the server sends none",
+            Protocol::Mdm => {
+                "the server sends a NotifyOnly nudge to macOS devices at each reminder"
+            }
+            Protocol::Ddm => {
+                "devices show the OS's own deadline notifications; the server sends none"
+            }
         };
         map.insert("reminder_delivery".into(), json!(delivery));
     }
