@@ -6,5 +6,6 @@ pub mod adapters;
 pub mod apple;
 pub mod catalog;
 pub mod domain;
+pub mod http;
 pub mod ports;
 pub mod service;

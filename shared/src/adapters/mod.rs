@@ -1,6 +1,7 @@
 //! Adapters behind the ports: the embedded SQLite store, the local
 //! scheduler and the recorded push.
 
+pub mod local_scheduler;
 pub mod push;
 pub mod sqlite;
 
