@@ -116,6 +116,25 @@ impl EventType {
     }
 }
 
+impl EventType {
+    /// The event for a move into Retry or Failed: the failure reason names
+    /// the phase when the status the target left does not (a download that
+    /// failed before the device reported any progress, say).
+    pub fn for_failure(from: TargetStatus, to: TargetStatus, reason: &str) -> EventType {
+        let by_status = EventType::for_move(from, to);
+        if matches!(by_status, EventType::DownloadFailed | EventType::InstallationFailed) {
+            return by_status;
+        }
+        if reason.starts_with("Download") {
+            EventType::DownloadFailed
+        } else if reason.starts_with("Install") {
+            EventType::InstallationFailed
+        } else {
+            by_status
+        }
+    }
+}
+
 /// One audit event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {

@@ -214,7 +214,13 @@ impl Services {
                 {
                     target.product_key = Some(key);
                 }
+                let waiting = matches!(target.status, TargetStatus::Pending | TargetStatus::Retry);
                 for signal in signals {
+                    // An instruction accepted while the device already made
+                    // progress (InstallASAP after a download) is no news.
+                    if signal == Signal::Accepted && !waiting {
+                        continue;
+                    }
                     work.apply(self, signal, None, json!({ "command_uuid": command.uuid }));
                 }
                 if nothing_scheduled {

@@ -147,7 +147,10 @@ impl Work {
                 let event = services.event(
                     &target.operation_id,
                     Some(&target.device_id),
-                    EventType::for_move(change.from, change.to),
+                    match &change.error {
+                        Some(reason) => EventType::for_failure(change.from, change.to, reason),
+                        None => EventType::for_move(change.from, change.to),
+                    },
                     Actor::Device,
                     details,
                 );
