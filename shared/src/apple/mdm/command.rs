@@ -39,6 +39,18 @@ impl InstallAction {
         InstallAction::InstallLater,
         InstallAction::InstallForceRestart,
     ];
+
+    /// Returns the wire value, such as `InstallASAP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallAction::Default => "Default",
+            InstallAction::DownloadOnly => "DownloadOnly",
+            InstallAction::InstallAsap => "InstallASAP",
+            InstallAction::NotifyOnly => "NotifyOnly",
+            InstallAction::InstallLater => "InstallLater",
+            InstallAction::InstallForceRestart => "InstallForceRestart",
+        }
+    }
 }
 
 /// Scheduling priority for downloading and preparing a minor macOS update
@@ -144,9 +156,9 @@ impl ScheduleOsUpdate {
                 && item.install_action != InstallAction::InstallLater
             {
                 return Err(invalid(format!(
-                    "Updates[{index}] sets MaxUserDeferrals with InstallAction {:?}; \
+                    "Updates[{index}] sets MaxUserDeferrals with InstallAction {}, but \
                      devices honour it only with InstallLater",
-                    item.install_action
+                    item.install_action.as_str()
                 )));
             }
         }

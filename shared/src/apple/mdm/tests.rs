@@ -718,6 +718,7 @@ fn install_action_values_match_schema() {
     assert_eq!(sent, schema);
     for action in InstallAction::ALL {
         assert_eq!(serde_json::to_value(action).unwrap(), wire(action));
+        assert_eq!(action.as_str(), wire(action));
     }
 }
 
