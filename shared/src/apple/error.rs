@@ -61,7 +61,7 @@ pub enum WireError {
         detail: String,
     },
 
-    /// A key held a value of the wrong type; `source` names the type found
+    /// A key has a value of the wrong type. `source` names the type found
     /// and the type expected.
     #[error("invalid {message_type} message: {source}")]
     InvalidMessage {

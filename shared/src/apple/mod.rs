@@ -51,7 +51,7 @@ pub fn to_plist_xml<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, WireError
     Ok(body)
 }
 
-/// A value outside the set this crate knows, found while parsing a device
+/// A value outside the known value set, found while parsing a device
 /// message, with the key path where it sat (such as
 /// `UpdateResults[0].Status`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -79,8 +79,8 @@ pub trait DeclarationPayload: Serialize + DeserializeOwned {
     /// The declaration `Type`.
     const DECLARATION_TYPE: &'static str;
 
-    /// Checks rules the schema states in prose or as ranges; returns what
-    /// is wrong.
+    /// Checks rules the schema states in prose or as ranges, and returns
+    /// what is wrong.
     fn validate(&self) -> Result<(), String> {
         Ok(())
     }
@@ -167,8 +167,8 @@ impl Declaration {
         })
     }
 
-    /// Returns the kind derived from `Type`; `None` for a type outside the
-    /// four `com.apple.<kind>.` families.
+    /// Returns the kind derived from `Type`, or `None` for a type outside
+    /// the four `com.apple.<kind>.` families.
     pub fn kind(&self) -> Option<DeclarationKind> {
         DeclarationKind::from_declaration_type(&self.declaration_type)
     }
@@ -310,7 +310,7 @@ pub struct ActivationSimple {
     /// Identifiers of the configurations to install.
     #[serde(rename = "StandardConfigurations")]
     pub standard_configurations: Vec<String>,
-    /// Predicate format string; the activation installs only when it
+    /// Predicate format string. The activation installs only when it
     /// evaluates to true.
     #[serde(rename = "Predicate", default, skip_serializing_if = "Option::is_none")]
     pub predicate: Option<String>,
@@ -369,12 +369,12 @@ impl DeclarationPayload for SoftwareUpdateEnforcementSpecific {
                 "TargetOSVersion {version:?} is not a dotted version such as 26.0.1"
             ));
         }
-        if let Some(build) = &self.target_build_version {
-            if build.is_empty() || !build.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(format!(
-                    "TargetBuildVersion {build:?} is not a build such as 20A242 or 20A242a"
-                ));
-            }
+        if let Some(build) = &self.target_build_version
+            && (build.is_empty() || !build.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(format!(
+                "TargetBuildVersion {build:?} is not a build such as 20A242 or 20A242a"
+            ));
         }
         Ok(())
     }
@@ -474,8 +474,7 @@ pub enum UserControl {
     AlwaysOff,
 }
 
-/// Which updates the device shows when more than one is available (iOS
-/// only).
+/// Update visibility when more than one update is available (iOS only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RecommendedCadence {
     All,
@@ -486,7 +485,7 @@ pub enum RecommendedCadence {
 /// Deferral periods in days, each from 1 to 90.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deferrals {
-    /// Major and minor updates together; iOS only.
+    /// Major and minor updates together, iOS only.
     #[serde(
         rename = "CombinedPeriodInDays",
         default,
@@ -507,7 +506,7 @@ pub struct Deferrals {
         skip_serializing_if = "Option::is_none"
     )]
     pub minor_period_in_days: Option<u32>,
-    /// Non-OS system updates; macOS only.
+    /// Non-OS system updates, macOS only.
     #[serde(
         rename = "SystemPeriodInDays",
         default,
@@ -539,8 +538,8 @@ pub struct AutomaticActions {
 /// Rapid Security Response settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RapidSecurityResponse {
-    /// If false, users are not offered RSRs; enforcement can still install
-    /// them.
+    /// If false, users are not offered RSRs, but enforcement can still
+    /// install them.
     #[serde(rename = "Enable", default, skip_serializing_if = "Option::is_none")]
     pub enable: Option<bool>,
     #[serde(
@@ -587,7 +586,8 @@ pub struct Beta {
 }
 
 /// `com.apple.configuration.softwareupdate.settings` (iOS 18, macOS 15 and
-/// later). Every key is optional; an absent key leaves the device default.
+/// later). Every key is optional, and an absent key leaves the device
+/// default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SoftwareUpdateSettings {
     /// If false, the device shows only the notifications from one hour
@@ -618,8 +618,8 @@ pub struct SoftwareUpdateSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub rapid_security_response: Option<RapidSecurityResponse>,
-    /// If false, only administrators may run major and minor updates; macOS
-    /// only.
+    /// If false, only administrators may run major and minor updates (macOS
+    /// only).
     #[serde(
         rename = "AllowStandardUserOSUpdates",
         default,

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use super::declaration::DeclarationKind;
 use crate::apple::WireError;
 
-/// What a DeclarativeManagement check-in asks for.
+/// Resource that a DeclarativeManagement check-in requests.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum DdmEndpoint {
     /// `tokens`: the synchronization tokens.

@@ -28,3 +28,6 @@ pub use status::{
     InstallReason, InstallReasonStatus, InstallState, ParsedStatus, PendingVersion, StatusError,
     StatusReason, StatusReport, parse_status_report, status_items,
 };
+
+#[cfg(test)]
+mod tests;

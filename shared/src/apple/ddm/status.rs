@@ -71,7 +71,7 @@ tolerant_enum! {
 }
 
 tolerant_enum! {
-    /// What triggered a pending update, in `softwareupdate.install-reason`.
+    /// Trigger of a pending update, in `softwareupdate.install-reason`.
     pub enum InstallReason {
         SystemSettings => "system-settings",
         InstallTonight => "install-tonight",
@@ -100,7 +100,7 @@ tolerant_enum! {
 }
 
 /// `softwareupdate.pending-version`. Both strings are empty when no update
-/// is pending; both include any Rapid Security Response suffix.
+/// is pending, and both include any Rapid Security Response suffix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingVersion {
     #[serde(rename = "os-version")]
@@ -112,7 +112,7 @@ pub struct PendingVersion {
 /// `softwareupdate.failure-reason`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureReason {
-    /// Failures of the current update; 0 when none or nothing is pending.
+    /// Failures of the current update, 0 when none or nothing is pending.
     pub count: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -127,7 +127,7 @@ pub struct InstallReasonStatus {
     /// Empty when no update is pending.
     #[serde(rename = "reason")]
     pub reasons: Vec<InstallReason>,
-    /// The declaration that caused the update; present only with the
+    /// The declaration that caused the update, present only with the
     /// `declaration` reason.
     #[serde(
         rename = "declaration-id",
@@ -206,14 +206,14 @@ pub struct StatusReport {
     pub status_items: Map<String, Value>,
     #[serde(rename = "Errors", default)]
     pub errors: Vec<StatusError>,
-    /// True when the report holds the full status (a "safety sync", about
+    /// True when the report contains the full status (a "safety sync", about
     /// once a day) rather than the changes since the last report.
     #[serde(rename = "FullReport", default)]
     pub full_report: bool,
 }
 
 impl StatusReport {
-    /// Builds a report from the typed fields of `status`; its `unknown`
+    /// Builds a report from the typed fields of `status`. Its `unknown`
     /// entries are not sent. Add raw items with [`Self::insert_item`].
     ///
     /// # Errors
@@ -270,7 +270,7 @@ impl StatusReport {
 /// The typed content of one status report.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParsedStatus {
-    /// `FullReport`; false when absent.
+    /// `FullReport`, false when absent.
     pub full_report: bool,
     /// Items the device could not report.
     pub errors: Vec<StatusError>,
@@ -401,8 +401,8 @@ pub fn parse_status_report(data: &[u8]) -> Result<ParsedStatus, WireError> {
     Ok(status)
 }
 
-/// Visits the nested item tree. A path that names a known item is parsed;
-/// an object on the way to a known item is entered; anything else is
+/// Visits the nested item tree. A path that names a known item is parsed,
+/// and an object on the way to a known item is entered. Anything else is
 /// unknown.
 fn walk_items(prefix: &str, items: &Map<String, Value>, status: &mut ParsedStatus) {
     for (key, value) in items {
@@ -486,7 +486,8 @@ fn string_item(path: &str, value: &Value, unknown: &mut Vec<(String, Value)>) ->
 }
 
 /// Decodes an object item as `T`. A value that does not decode goes to
-/// `unknown` whole; keys that `T` does not keep go to `unknown` one by one.
+/// `unknown` whole, and keys that `T` does not keep go to `unknown` one by
+/// one.
 fn decode_object<T: DeserializeOwned + Serialize>(
     path: &str,
     value: &Value,

@@ -155,7 +155,7 @@ pub struct CheckOut {
 /// declaration, or sends a status report, as `Endpoint` selects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeclarativeManagement {
-    /// Raw endpoint string; [`DeclarativeManagement::endpoint`] parses it.
+    /// Raw endpoint string, parsed by [`DeclarativeManagement::endpoint`].
     #[serde(rename = "Endpoint")]
     pub endpoint: String,
     /// JSON request body, such as a status report for the `status`
@@ -211,17 +211,15 @@ impl DeclarativeManagement {
 
 /// Bootstrap token escrow (`MessageType` `SetBootstrapToken`), macOS only.
 ///
-/// An absent or empty `BootstrapToken` asks the server to delete the stored
-/// token.
+/// An absent or empty `BootstrapToken` means the server must delete the
+/// stored token.
 ///
 /// NOTE: Apple's schema for this message and for [`GetBootstrapToken`] lists
-/// no `UDID` or `Topic`. Devices add the enrollment keys that every
-/// check-in carries, so they are optional here and not required by
-/// [`parse_checkin`].
+/// no `UDID` or `EnrollmentID`. Other MDM servers read those keys here as in
+/// every check-in, so they are optional fields, not required by
+/// [`parse_checkin`], and the simulator may send them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetBootstrapToken {
-    #[serde(rename = "Topic", default, skip_serializing_if = "Option::is_none")]
-    pub topic: Option<String>,
     #[serde(rename = "UDID", default, skip_serializing_if = "Option::is_none")]
     pub udid: Option<String>,
     #[serde(
@@ -246,11 +244,9 @@ pub struct SetBootstrapToken {
 }
 
 /// Bootstrap token retrieval (`MessageType` `GetBootstrapToken`), macOS
-/// only. The server answers with [`GetBootstrapTokenResponse`].
+/// only. The server replies with [`GetBootstrapTokenResponse`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetBootstrapToken {
-    #[serde(rename = "Topic", default, skip_serializing_if = "Option::is_none")]
-    pub topic: Option<String>,
     #[serde(rename = "UDID", default, skip_serializing_if = "Option::is_none")]
     pub udid: Option<String>,
     #[serde(
@@ -267,8 +263,8 @@ pub struct GetBootstrapToken {
     pub awaiting_configuration: Option<bool>,
 }
 
-/// Server response body to [`GetBootstrapToken`]. An absent token tells
-/// the device that the server holds none.
+/// Server response body to [`GetBootstrapToken`]. An absent token means the
+/// server stores no token for the device.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetBootstrapTokenResponse {
     #[serde(
@@ -341,7 +337,7 @@ impl CheckinMessage {
     }
 }
 
-/// What [`parse_checkin`] checks before decoding a message type.
+/// Required-key rule that [`parse_checkin`] applies to one message type.
 struct CheckinRule {
     message_type: &'static str,
     /// Keys that must be present.
@@ -400,7 +396,7 @@ const CHECKIN_RULES: &[CheckinRule] = &[
 /// - [`WireError::UnknownMessageType`] for a `MessageType` outside the six
 ///   this server handles (including `UserAuthenticate` and `GetToken`).
 /// - [`WireError::InvalidValue`] or [`WireError::InvalidMessage`] when a key
-///   holds a value of the wrong type.
+///   has a value of the wrong type.
 pub fn parse_checkin(body: &[u8]) -> Result<CheckinMessage, WireError> {
     let dict = parse_dictionary(body, "check-in message")?;
     let message_type = required_string(&dict, "MessageType", "check-in")?;

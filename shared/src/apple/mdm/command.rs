@@ -39,6 +39,18 @@ impl InstallAction {
         InstallAction::InstallLater,
         InstallAction::InstallForceRestart,
     ];
+
+    /// Returns the wire value, such as `InstallASAP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallAction::Default => "Default",
+            InstallAction::DownloadOnly => "DownloadOnly",
+            InstallAction::InstallAsap => "InstallASAP",
+            InstallAction::NotifyOnly => "NotifyOnly",
+            InstallAction::InstallLater => "InstallLater",
+            InstallAction::InstallForceRestart => "InstallForceRestart",
+        }
+    }
 }
 
 /// Scheduling priority for downloading and preparing a minor macOS update
@@ -51,8 +63,8 @@ pub enum Priority {
 
 /// One entry of `ScheduleOSUpdate`'s `Updates` array.
 ///
-/// Set `ProductKey` or `ProductVersion`; [`ScheduleOsUpdate::validate`]
-/// rejects an item with neither.
+/// Set `ProductKey` or `ProductVersion`, because
+/// [`ScheduleOsUpdate::validate`] rejects an item with neither.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OsUpdateItem {
     #[serde(
@@ -144,9 +156,9 @@ impl ScheduleOsUpdate {
                 && item.install_action != InstallAction::InstallLater
             {
                 return Err(invalid(format!(
-                    "Updates[{index}] sets MaxUserDeferrals with InstallAction {:?}; \
+                    "Updates[{index}] sets MaxUserDeferrals with InstallAction {}, but \
                      devices honour it only with InstallLater",
-                    item.install_action
+                    item.install_action.as_str()
                 )));
             }
         }
@@ -165,13 +177,13 @@ pub struct ScheduleOsUpdateScan {
 /// `DeviceInformation` payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceInformation {
-    /// Query names; see [`queries`] for the ones this server uses.
+    /// Query names. [`queries`] lists the ones this server uses.
     #[serde(rename = "Queries")]
     pub queries: Vec<String>,
 }
 
 impl DeviceInformation {
-    /// Creates a command that asks for [`queries::ROLLOUT`].
+    /// Creates a command that requests [`queries::ROLLOUT`].
     pub fn rollout_queries() -> Self {
         DeviceInformation {
             queries: queries::ROLLOUT
@@ -202,7 +214,7 @@ pub mod queries {
     /// Identifier for looking up updates at Apple's software lookup
     /// service (iOS 15, macOS 12 and later).
     pub const SOFTWARE_UPDATE_DEVICE_ID: &str = "SoftwareUpdateDeviceID";
-    /// IANA time zone name (iOS and tvOS 14 and later; not on macOS).
+    /// IANA time zone name (iOS and tvOS 14 and later, not macOS).
     pub const TIME_ZONE: &str = "TimeZone";
 
     /// The queries a rollout needs to place and target a device.
@@ -252,7 +264,8 @@ impl DeclarativeManagementCommand {
         Ok(DeclarativeManagementCommand { data: Some(data) })
     }
 
-    /// Parses `Data` as a [`TokensResponse`]; `None` when `Data` is absent.
+    /// Parses `Data` as a [`TokensResponse`], or returns `None` when `Data` is
+    /// absent.
     ///
     /// # Errors
     ///
@@ -322,8 +335,8 @@ impl Command {
 /// The command plist sent to a device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommandEnvelope {
-    /// Identifier the device echoes in its result; the server matches
-    /// results to commands by it.
+    /// Identifier the device echoes in its result, so the server can match
+    /// results to commands.
     #[serde(rename = "CommandUUID")]
     pub command_uuid: String,
     #[serde(rename = "Command")]

@@ -76,3 +76,6 @@ pub(crate) fn decode_dictionary<T: serde::de::DeserializeOwned>(
         source,
     })
 }
+
+#[cfg(test)]
+mod tests;

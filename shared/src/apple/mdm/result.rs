@@ -3,8 +3,8 @@
 //! (`Status` `Idle`).
 //!
 //! [`parse_result`] reads the envelope keys and keeps the rest of the
-//! dictionary raw. The server knows which command a result answers from its
-//! `CommandUUID`, so it asks for the matching typed response with
+//! dictionary raw. The server matches a result to its command by
+//! `CommandUUID`, so it requests the matching typed response with
 //! [`CommandResult::response`] or one of the named accessors.
 
 use plist::{Dictionary, Value};
@@ -21,10 +21,10 @@ const RESULT_CONTEXT: &str = "command result";
 tolerant_enum! {
     /// Command result `Status`.
     pub enum CommandStatus {
-        /// The device has no result to report and asks for the next command.
+        /// The device has no result to report and polls for the next command.
         Idle => "Idle",
         Acknowledged => "Acknowledged",
-        /// The command failed; `ErrorChain` says why.
+        /// The command failed, and `ErrorChain` describes the cause.
         Error => "Error",
         /// The device could not parse the command.
         CommandFormatError => "CommandFormatError",
@@ -78,7 +78,7 @@ tolerant_enum! {
 ///
 /// Parsed leniently: each field is taken only when it has the expected
 /// type (`ErrorCode` also accepts a decimal string), and other keys are
-/// ignored, so an odd error chain never fails a result.
+/// ignored, so odd field types in an error chain do not fail a result.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ErrorChainItem {
     #[serde(rename = "ErrorCode", skip_serializing_if = "Option::is_none")]
@@ -125,7 +125,7 @@ impl<'de> Deserialize<'de> for ErrorChainItem {
 /// A typed command response, decoded from the non-envelope keys of a
 /// result.
 pub trait CommandResponse: Serialize + DeserializeOwned {
-    /// `RequestType` of the command this answers.
+    /// `RequestType` of the command this response belongs to.
     const REQUEST_TYPE: &'static str;
     /// Key whose presence marks this response in a result body.
     const RESPONSE_KEY: &'static str;
@@ -328,7 +328,7 @@ pub struct AvailableOsUpdate {
         deserialize_with = "lenient_size"
     )]
     pub download_size: Option<u64>,
-    /// Bytes; iOS and tvOS only.
+    /// Bytes, iOS and tvOS only.
     #[serde(
         rename = "InstallSize",
         default,
@@ -415,8 +415,8 @@ pub struct AvailableOsUpdate {
     pub supplemental_os_version_extra: Option<String>,
 }
 
-/// Accepts a byte count sent as a plist integer or real; a real is
-/// truncated toward zero and a negative value is rejected.
+/// Accepts a byte count sent as a plist integer or real. A real is
+/// truncated toward zero, and a negative value is rejected.
 fn lenient_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
     struct SizeVisitor;
 
@@ -466,7 +466,7 @@ impl CommandResponse for AvailableOsUpdatesResponse {
 
 /// `QueryResponses` keys for the queries in
 /// [`queries`](super::command::queries). Each is present only if queried and
-/// allowed; other keys are ignored.
+/// allowed. Other keys are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryResponses {
     #[serde(rename = "UDID", default, skip_serializing_if = "Option::is_none")]
@@ -631,8 +631,8 @@ impl CommandResult {
         Ok(self)
     }
 
-    /// Returns the `ErrorChain` elements that are dictionaries; empty when
-    /// the key is absent.
+    /// Returns the `ErrorChain` elements that are dictionaries, or an empty
+    /// list when the key is absent.
     pub fn error_chain(&self) -> Vec<ErrorChainItem> {
         match self.body.get(ERROR_CHAIN_KEY) {
             Some(Value::Array(items)) => items
@@ -670,7 +670,7 @@ impl CommandResult {
         unknown
     }
 
-    /// Decodes the body as the response `T`; `None` when
+    /// Decodes the body as the response `T`, or returns `None` when
     /// [`CommandResponse::RESPONSE_KEY`] is absent, as in an `Error` or
     /// `NotNow` result.
     ///
