@@ -3,7 +3,9 @@
 /// Error from parsing a device message or building a server message.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
-    #[error("malformed property list: {source}; send a well-formed XML or binary plist")]
+    // The plist crate's own message is a debug dump of an I/O error, so it
+    // stays in `source` for logs and out of what the device is told.
+    #[error("malformed property list: the body is not a well-formed XML or binary plist")]
     MalformedPlist {
         #[source]
         source: plist::Error,

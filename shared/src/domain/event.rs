@@ -122,7 +122,10 @@ impl EventType {
     /// failed before the device reported any progress, say).
     pub fn for_failure(from: TargetStatus, to: TargetStatus, reason: &str) -> EventType {
         let by_status = EventType::for_move(from, to);
-        if matches!(by_status, EventType::DownloadFailed | EventType::InstallationFailed) {
+        if matches!(
+            by_status,
+            EventType::DownloadFailed | EventType::InstallationFailed
+        ) {
             return by_status;
         }
         if reason.starts_with("Download") {

@@ -245,7 +245,7 @@ impl Services {
             match &declaration.valid {
                 DeclarationValidity::Valid if declaration.active => {
                     accepted = true;
-                    if matches!(target.status, TargetStatus::Pending | TargetStatus::Retry) {
+                    if target.status == TargetStatus::Pending {
                         work.apply(self, Signal::Accepted, None, json!({ "declaration": id }));
                     }
                 }
@@ -351,12 +351,12 @@ impl Services {
         if let Some(state) = &status.install_state {
             work.mark_reported();
             match state {
+                // After a failure `waiting` means the device waits to
+                // retry: the target stays in Retry until it progresses.
                 InstallState::None | InstallState::Waiting
                     if accepted
-                        && matches!(
-                            work.target.as_ref().map(|t| t.status),
-                            Some(TargetStatus::Pending | TargetStatus::Retry)
-                        ) =>
+                        && work.target.as_ref().map(|t| t.status)
+                            == Some(TargetStatus::Pending) =>
                 {
                     work.apply(
                         self,

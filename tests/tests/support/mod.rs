@@ -9,7 +9,8 @@ use jiff::{SignedDuration, Timestamp};
 use osdeploy_cli::server::{self, ClockMode, ServeConfig, ServerHandle};
 use osdeploy_shared::adapters::local_scheduler;
 use osdeploy_shared::apple::mdm::{
-    CommandEnvelope, CommandResult, CommandStatus, DeviceInformationResponse, QueryResponses, parse_command,
+    CommandEnvelope, CommandResult, CommandStatus, DeviceInformationResponse, QueryResponses,
+    parse_command,
 };
 use osdeploy_shared::domain::ManualClock;
 use osdeploy_shared::service::ServiceConfig;
@@ -35,7 +36,11 @@ impl TestServer {
         Self::start_with(dir, database, clock).await
     }
 
-    async fn start_with(dir: Arc<tempfile::TempDir>, database: PathBuf, clock: Arc<ManualClock>) -> TestServer {
+    async fn start_with(
+        dir: Arc<tempfile::TempDir>,
+        database: PathBuf,
+        clock: Arc<ManualClock>,
+    ) -> TestServer {
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().expect("loopback address"),
             database: database.clone(),
@@ -93,7 +98,12 @@ impl TestServer {
         local_scheduler::tick(&handle.services, handle.store.as_ref()).await
     }
 
-    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self
             .client
             .request(method, self.url(&format!("/api/v1{path}")))
@@ -104,7 +114,11 @@ impl TestServer {
         let response = request.send().await.expect("admin request");
         let status = response.status();
         let text = response.text().await.expect("admin response body");
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
@@ -125,9 +139,18 @@ impl TestServer {
     }
 
     pub async fn put_device(&self, path: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
-        let response = self.client.put(self.url(path)).body(body).send().await.expect("device request");
+        let response = self
+            .client
+            .put(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .expect("device request");
         let status = response.status();
-        (status, response.bytes().await.expect("device response").to_vec())
+        (
+            status,
+            response.bytes().await.expect("device response").to_vec(),
+        )
     }
 
     /// All pages of a list endpoint.
@@ -155,12 +178,18 @@ impl TestServer {
         self.all(&format!("/operations/{operation_id}/devices"))
             .await
             .into_iter()
-            .map(|t| (t["device_id"].as_str().unwrap_or_default().to_string(), t["status"].as_str().unwrap_or_default().to_string()))
+            .map(|t| {
+                (
+                    t["device_id"].as_str().unwrap_or_default().to_string(),
+                    t["status"].as_str().unwrap_or_default().to_string(),
+                )
+            })
             .collect()
     }
 
     pub async fn events(&self, operation_id: &str) -> Vec<Value> {
-        self.all(&format!("/operations/{operation_id}/events")).await
+        self.all(&format!("/operations/{operation_id}/events"))
+            .await
     }
 }
 
@@ -240,13 +269,19 @@ impl TestDevice {
     /// Authenticate, TokenUpdate, then answer the inventory query (and
     /// acknowledge the DeclarativeManagement command a DDM device gets).
     pub async fn enroll(&self, server: &TestServer) {
-        let (status, _) = server.put_device("/mdm/checkin", self.authenticate_body()).await;
+        let (status, _) = server
+            .put_device("/mdm/checkin", self.authenticate_body())
+            .await;
         assert_eq!(status, StatusCode::OK, "Authenticate for {}", self.udid);
-        let (status, _) = server.put_device("/mdm/checkin", self.token_update_body()).await;
+        let (status, _) = server
+            .put_device("/mdm/checkin", self.token_update_body())
+            .await;
         assert_eq!(status, StatusCode::OK, "TokenUpdate for {}", self.udid);
         let mut command = self.idle(server).await;
         while let Some(envelope) = command {
-            command = self.answer(server, &envelope, self.acknowledge(&envelope)).await;
+            command = self
+                .answer(server, &envelope, self.acknowledge(&envelope))
+                .await;
         }
     }
 
@@ -256,9 +291,21 @@ impl TestDevice {
         self.send_result(server, result).await
     }
 
-    pub async fn send_result(&self, server: &TestServer, result: CommandResult) -> Option<CommandEnvelope> {
-        let (status, body) = server.put_device("/mdm/connect", result.to_plist_xml().expect("result plist")).await;
-        assert_eq!(status, StatusCode::OK, "connect for {}: {}", self.udid, String::from_utf8_lossy(&body));
+    pub async fn send_result(
+        &self,
+        server: &TestServer,
+        result: CommandResult,
+    ) -> Option<CommandEnvelope> {
+        let (status, body) = server
+            .put_device("/mdm/connect", result.to_plist_xml().expect("result plist"))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "connect for {}: {}",
+            self.udid,
+            String::from_utf8_lossy(&body)
+        );
         if body.is_empty() {
             None
         } else {
@@ -267,16 +314,27 @@ impl TestDevice {
     }
 
     /// Answers a command with `result` and returns the next command.
-    pub async fn answer(&self, server: &TestServer, _command: &CommandEnvelope, result: CommandResult) -> Option<CommandEnvelope> {
+    pub async fn answer(
+        &self,
+        server: &TestServer,
+        _command: &CommandEnvelope,
+        result: CommandResult,
+    ) -> Option<CommandEnvelope> {
         self.send_result(server, result).await
     }
 
     /// The plain acknowledgement of a command, with inventory for DeviceInformation.
     pub fn acknowledge(&self, envelope: &CommandEnvelope) -> CommandResult {
-        let result = CommandResult::new(self.udid.clone(), Some(envelope.command_uuid.clone()), CommandStatus::Acknowledged);
+        let result = CommandResult::new(
+            self.udid.clone(),
+            Some(envelope.command_uuid.clone()),
+            CommandStatus::Acknowledged,
+        );
         match envelope.command.request_type() {
             "DeviceInformation" => result
-                .with_response(&DeviceInformationResponse { query_responses: self.query_responses() })
+                .with_response(&DeviceInformationResponse {
+                    query_responses: self.query_responses(),
+                })
                 .expect("device information response"),
             _ => result,
         }
@@ -289,18 +347,38 @@ impl TestDevice {
             build_version: Some(self.build.clone()),
             product_name: (!self.is_mac()).then(|| self.model.clone()),
             model: self.is_mac().then(|| self.model.clone()),
-            model_name: Some(if self.is_mac() { "MacBook Pro" } else { "iPhone" }.to_string()),
+            model_name: Some(
+                if self.is_mac() {
+                    "MacBook Pro"
+                } else {
+                    "iPhone"
+                }
+                .to_string(),
+            ),
             serial_number: Some(self.serial.clone()),
             device_name: Some(self.name.clone()),
             is_supervised: Some(self.supervised),
-            software_update_device_id: Some(if self.is_mac() { "J493AP".to_string() } else { self.model.clone() }),
-            time_zone: if self.is_mac() { None } else { self.time_zone.clone() },
+            software_update_device_id: Some(if self.is_mac() {
+                "J493AP".to_string()
+            } else {
+                self.model.clone()
+            }),
+            time_zone: if self.is_mac() {
+                None
+            } else {
+                self.time_zone.clone()
+            },
             ..Default::default()
         }
     }
 
     /// A DeclarativeManagement check-in; returns the status and the JSON body.
-    pub async fn ddm(&self, server: &TestServer, endpoint: &str, data: Option<Vec<u8>>) -> (StatusCode, Value) {
+    pub async fn ddm(
+        &self,
+        server: &TestServer,
+        endpoint: &str,
+        data: Option<Vec<u8>>,
+    ) -> (StatusCode, Value) {
         let mut dict = plist::Dictionary::new();
         dict.insert("MessageType".into(), "DeclarativeManagement".into());
         dict.insert("UDID".into(), self.udid.clone().into());
@@ -309,14 +387,25 @@ impl TestDevice {
             dict.insert("Data".into(), plist::Value::Data(data));
         }
         let (status, body) = server.put_device("/mdm/checkin", plist_xml(dict)).await;
-        let value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into())) };
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&body).into()))
+        };
         (status, value)
     }
 
     /// Sends a status report built from nested JSON items.
     pub async fn status(&self, server: &TestServer, items: Value) -> StatusCode {
         let report = serde_json::json!({ "StatusItems": items, "Errors": [], "FullReport": false });
-        self.ddm(server, "status", Some(serde_json::to_vec(&report).expect("status json"))).await.0
+        self.ddm(
+            server,
+            "status",
+            Some(serde_json::to_vec(&report).expect("status json")),
+        )
+        .await
+        .0
     }
 }
 
@@ -337,6 +426,8 @@ pub fn minutes(n: i64) -> SignedDuration {
 
 pub fn plist_xml(dict: plist::Dictionary) -> Vec<u8> {
     let mut out = Vec::new();
-    plist::Value::Dictionary(dict).to_writer_xml(&mut out).expect("plist encodes");
+    plist::Value::Dictionary(dict)
+        .to_writer_xml(&mut out)
+        .expect("plist encodes");
     out
 }
