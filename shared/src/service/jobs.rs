@@ -149,9 +149,13 @@ impl Services {
                 },
             )
             .await?;
+        let now = self.now();
         let mut changed = 0;
         for target in targets {
-            if target.status == TargetStatus::Installing {
+            // Builds of one version can expire on different days; each
+            // target waits for its own build's expiry.
+            let expired = target.expires_at.is_some_and(|at| at <= now);
+            if target.status == TargetStatus::Installing || !expired {
                 continue;
             }
             if self.deprecate(target).await? {

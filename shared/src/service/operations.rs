@@ -1124,11 +1124,12 @@ impl Services {
                     .await?;
             }
         }
-        if let Some(expires_at) = operation.update.expires_at {
+        let expiries: BTreeSet<Timestamp> = plan.targets.iter().filter_map(|t| t.expires_at).collect();
+        for expires_at in expiries {
             self.ports
                 .scheduler
                 .schedule(&Schedule {
-                    id: format!("expiry:{}", operation.id),
+                    id: format!("expiry:{}:{}", operation.id, expires_at.as_second()),
                     due_at: expires_at,
                     job: Job::UpdateExpiry {
                         operation_id: operation.id.clone(),
