@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::Timestamp;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -245,6 +246,20 @@ impl SqliteStore {
             .map_err(backend("enable foreign keys"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend("set busy timeout"))?;
+        // SQLite's lower() folds ASCII letters only, so "école" would miss
+        // "ÉCOLE". The inventory search lowercases with Rust instead, as the
+        // targets' search column (lowercased before it is written) does.
+        conn.create_scalar_function(
+            "unicode_lower",
+            1,
+            FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| {
+                Ok(ctx
+                    .get::<Option<String>>(0)?
+                    .map(|text| text.to_lowercase()))
+            },
+        )
+        .map_err(backend("register unicode_lower"))?;
         conn.execute_batch(SCHEMA)
             .map_err(backend("create schema"))?;
         Ok(SqliteStore {
@@ -274,14 +289,29 @@ impl SqliteStore {
     }
 }
 
+/// Decodes a device row. `touch_devices` writes only the `last_seen_at`
+/// column, so the column wins when it is later than the copy in `data`.
+/// Otherwise `data` keeps its sub-microsecond precision.
+fn decode_device(data: &str, last_seen_at: i64) -> StoreResult<Device> {
+    let mut device: Device = from_json(data)?;
+    let seen = from_micros(last_seen_at)?;
+    if seen > device.last_seen_at {
+        device.last_seen_at = seen;
+    }
+    Ok(device)
+}
+
 fn read_device(conn: &Connection, udid: &str) -> StoreResult<Option<Device>> {
-    let data: Option<String> = conn
-        .query_row("SELECT data FROM devices WHERE udid = ?1", [udid], |r| {
-            r.get(0)
-        })
+    let row: Option<(String, i64)> = conn
+        .query_row(
+            "SELECT data, last_seen_at FROM devices WHERE udid = ?1",
+            [udid],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()
         .map_err(backend("read device"))?;
-    data.map(|d| from_json(&d)).transpose()
+    row.map(|(data, last_seen_at)| decode_device(&data, last_seen_at))
+        .transpose()
 }
 
 fn read_target(conn: &Connection, operation_id: &str, udid: &str) -> StoreResult<Option<Target>> {
@@ -728,13 +758,14 @@ impl DeviceStore for SqliteStore {
             None => String::new(),
         };
         let conn = self.conn();
-        let mut sql = String::from("SELECT d.data FROM devices d WHERE d.udid > ?1");
+        let mut sql =
+            String::from("SELECT d.data, d.last_seen_at FROM devices d WHERE d.udid > ?1");
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(after)];
         if let Some(q) = &filter.q {
             args.push(Box::new(like_pattern(q)));
             let n = args.len();
             sql.push_str(&format!(
-                " AND (lower(coalesce(d.name, '')) LIKE ?{n} ESCAPE '\\' OR lower(coalesce(d.serial_number, '')) LIKE ?{n} ESCAPE '\\')"
+                " AND (unicode_lower(coalesce(d.name, '')) LIKE ?{n} ESCAPE '\\' OR unicode_lower(coalesce(d.serial_number, '')) LIKE ?{n} ESCAPE '\\')"
             ));
         }
         if let Some(group_id) = &filter.group_id {
@@ -757,12 +788,13 @@ impl DeviceStore for SqliteStore {
         let mut stmt = conn.prepare(&sql).map_err(backend("list devices"))?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                r.get::<_, String>(0)
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })
             .map_err(backend("list devices"))?;
         let mut items = Vec::new();
         for row in rows {
-            items.push(from_json::<Device>(&row.map_err(backend("list devices"))?)?);
+            let (data, last_seen_at) = row.map_err(backend("list devices"))?;
+            items.push(decode_device(&data, last_seen_at)?);
         }
         Ok(paginate(items, limit, |d| encode_cursor(&[&d.udid])))
     }
@@ -1407,5 +1439,273 @@ impl SqliteStore {
             counts.insert(table, n);
         }
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod contract_tests {
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tempfile::TempDir;
+
+    use super::SqliteStore;
+    use crate::domain::{EventType, Group, OperationState, TargetStatus};
+    use crate::ports::contract::fixtures::{
+        T0, assign_new, at_minute, command, commit, create_device, device, event, insert_operation,
+        move_target, operation, read_context, read_device, read_operation, read_target, target,
+    };
+    use crate::ports::contract::{self, expect_ok, strings};
+    use crate::ports::{
+        CatalogStore, Change, CommandWrite, DeviceStore, EventFilter, EventStore, GroupStore,
+        OperationStore, PageRequest, ScheduleStore, Scheduler,
+    };
+
+    fn in_memory() -> std::future::Ready<SqliteStore> {
+        std::future::ready(expect_ok(
+            SqliteStore::in_memory(),
+            "opening an in-memory store",
+        ))
+    }
+
+    /// Database files in one temporary directory, a new file for each store,
+    /// so that every contract behaviour starts from an empty store.
+    struct DatabaseFiles {
+        dir: TempDir,
+        opened: AtomicUsize,
+    }
+
+    impl DatabaseFiles {
+        fn new() -> Self {
+            DatabaseFiles {
+                dir: tempfile::tempdir().expect("creating a temporary directory"),
+                opened: AtomicUsize::new(0),
+            }
+        }
+
+        fn next_path(&self) -> PathBuf {
+            let n = self.opened.fetch_add(1, Ordering::Relaxed);
+            self.dir.path().join(format!("store-{n}.db"))
+        }
+
+        fn open(&self) -> std::future::Ready<SqliteStore> {
+            let path = self.next_path();
+            std::future::ready(expect_ok(SqliteStore::open(&path), "opening a file store"))
+        }
+    }
+
+    #[tokio::test]
+    async fn device_contract_in_memory() {
+        contract::devices::run_all(in_memory).await;
+    }
+
+    #[tokio::test]
+    async fn device_contract_on_file() {
+        let files = DatabaseFiles::new();
+        contract::devices::run_all(|| files.open()).await;
+    }
+
+    #[tokio::test]
+    async fn group_contract_in_memory() {
+        contract::groups::run_all(in_memory).await;
+    }
+
+    #[tokio::test]
+    async fn group_contract_on_file() {
+        let files = DatabaseFiles::new();
+        contract::groups::run_all(|| files.open()).await;
+    }
+
+    #[tokio::test]
+    async fn operation_contract_in_memory() {
+        contract::operations::run_all(in_memory).await;
+    }
+
+    #[tokio::test]
+    async fn operation_contract_on_file() {
+        let files = DatabaseFiles::new();
+        contract::operations::run_all(|| files.open()).await;
+    }
+
+    #[tokio::test]
+    async fn event_contract_in_memory() {
+        contract::events::run_all(in_memory).await;
+    }
+
+    #[tokio::test]
+    async fn event_contract_on_file() {
+        let files = DatabaseFiles::new();
+        contract::events::run_all(|| files.open()).await;
+    }
+
+    #[tokio::test]
+    async fn schedule_contract_in_memory() {
+        contract::schedules::run_all(in_memory).await;
+    }
+
+    #[tokio::test]
+    async fn schedule_contract_on_file() {
+        let files = DatabaseFiles::new();
+        contract::schedules::run_all(|| files.open()).await;
+    }
+
+    #[tokio::test]
+    async fn catalog_contract_in_memory() {
+        contract::catalog::run_all(in_memory).await;
+    }
+
+    #[tokio::test]
+    async fn catalog_contract_on_file() {
+        let files = DatabaseFiles::new();
+        contract::catalog::run_all(|| files.open()).await;
+    }
+
+    /// Everything written through one connection reads back the same after
+    /// the store is dropped and the file opened again.
+    #[tokio::test]
+    async fn file_store_survives_reopen() {
+        let files = DatabaseFiles::new();
+        let path = files.next_path();
+        let berlin = Group {
+            time_zone: Some("Europe/Berlin".to_string()),
+            ..contract::fixtures::group("g-berlin")
+        };
+        let added = event("op-1", Some("dev-1"), EventType::DeviceAdded, T0);
+        let appended = event("op-1", None, EventType::OperationStarted, at_minute(2));
+        let queued = command("dev-1", at_minute(1));
+        let deadline = contract::schedules::deadline("op-1", "Europe/Berlin", 60);
+        let catalog = br#"{"PublicAssetSets":{}}"#.to_vec();
+
+        let (device_written, target_written, operation_written) = {
+            let store = expect_ok(SqliteStore::open(&path), "opening the file store");
+            expect_ok(store.create_group(&berlin).await, "create_group");
+            expect_ok(
+                store
+                    .set_members("g-berlin", &strings(&["dev-1", "dev-2"]))
+                    .await,
+                "set_members",
+            );
+            insert_operation(&store, operation("op-1")).await;
+            create_device(&store, device("dev-1")).await;
+            create_device(&store, device("dev-2")).await;
+            assign_new(&store, target("op-1", "dev-1")).await;
+            let change = Change {
+                events: vec![added.clone()],
+                commands: vec![CommandWrite::Put(queued.clone())],
+                ..Change::default()
+            };
+            commit(&store, change, "committing an event and a command").await;
+            move_target(
+                &store,
+                "op-1",
+                "dev-1",
+                TargetStatus::Downloading,
+                at_minute(2),
+            )
+            .await;
+            expect_ok(
+                store.append(std::slice::from_ref(&appended)).await,
+                "append",
+            );
+            expect_ok(
+                store
+                    .touch_devices(&[("dev-2".to_string(), at_minute(7))])
+                    .await,
+                "touch_devices",
+            );
+            expect_ok(store.schedule(&deadline).await, "schedule");
+            expect_ok(
+                store.put_catalog(&catalog, at_minute(3)).await,
+                "put_catalog",
+            );
+            expect_ok(
+                store.claim_idempotency_key("key-1", "op-1", T0).await,
+                "claim_idempotency_key",
+            );
+            (
+                read_device(&store, "dev-1").await,
+                read_target(&store, "op-1", "dev-1").await,
+                read_operation(&store, "op-1").await,
+            )
+        };
+
+        let store = expect_ok(SqliteStore::open(&path), "reopening the file store");
+        assert_eq!(
+            read_device(&store, "dev-1").await,
+            device_written,
+            "the device must read back after a reopen"
+        );
+        assert_eq!(
+            read_device(&store, "dev-2").await.last_seen_at,
+            at_minute(7),
+            "a touched last_seen_at must read back after a reopen"
+        );
+        assert_eq!(
+            read_target(&store, "op-1", "dev-1").await,
+            target_written,
+            "the target must read back after a reopen"
+        );
+        let operation_read = read_operation(&store, "op-1").await;
+        assert_eq!(
+            operation_read, operation_written,
+            "the operation with its counts and state must read back after a reopen"
+        );
+        assert_eq!(
+            operation_read.state,
+            OperationState::InProgress,
+            "the derived state must survive a reopen"
+        );
+        assert_eq!(
+            operation_read.counts.get(TargetStatus::Downloading),
+            1,
+            "the counts must survive a reopen"
+        );
+        let context = read_context(&store, "dev-1").await;
+        assert_eq!(
+            context.target,
+            Some(target_written),
+            "the device's current target must survive a reopen"
+        );
+        assert_eq!(
+            context.commands,
+            vec![queued],
+            "queued commands must survive a reopen"
+        );
+        let events = expect_ok(
+            store
+                .list_events("op-1", &EventFilter::default(), T0, &PageRequest::first(10))
+                .await,
+            "list_events",
+        );
+        assert_eq!(
+            events.items,
+            vec![added, appended],
+            "committed and appended events must survive a reopen"
+        );
+        assert_eq!(
+            expect_ok(store.get_group("g-berlin").await, "get_group"),
+            Some(berlin),
+            "the group must survive a reopen"
+        );
+        assert_eq!(
+            expect_ok(store.members("g-berlin").await, "members"),
+            strings(&["dev-1", "dev-2"]),
+            "group members must survive a reopen"
+        );
+        assert_eq!(
+            expect_ok(store.all().await, "all"),
+            vec![deadline],
+            "schedules must survive a reopen"
+        );
+        assert_eq!(
+            expect_ok(store.latest_catalog().await, "latest_catalog"),
+            Some(catalog),
+            "the catalog must survive a reopen"
+        );
+        assert_eq!(
+            expect_ok(store.lookup_idempotency_key("key-1").await, "lookup").as_deref(),
+            Some("op-1"),
+            "idempotency keys must survive a reopen"
+        );
     }
 }

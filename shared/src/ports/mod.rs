@@ -11,6 +11,7 @@
 //! whose expectation no longer holds fails with [`StoreError::Conflict`]
 //! without changing anything. Callers re-read and retry.
 
+#[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
 
 use async_trait::async_trait;
