@@ -71,9 +71,10 @@ struct ServeArgs {
     admin_token: Option<String>,
 }
 
-fn init_logging() {
+/// Logs to stderr; `OSDEPLOY_LOG` overrides `default_filter`.
+fn init_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OSDEPLOY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -81,14 +82,7 @@ fn init_logging() {
 }
 
 fn report(error: &dyn std::error::Error) -> ExitCode {
-    let mut message = format!("error: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    eprintln!("{message}");
-    ExitCode::FAILURE
+    osdeploy_cli::report_error(error)
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
@@ -155,7 +149,10 @@ async fn import_catalog(file: PathBuf, database: PathBuf) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The demo and the simulator draw progress on the terminal: only
+    // warnings interleave with it unless OSDEPLOY_LOG asks for more.
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Simulate(_));
+    init_logging(if quiet { "warn" } else { "info" });
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Simulate(args) => osdeploy_cli::simulate_cmd::run(args).await,
