@@ -43,11 +43,21 @@ async fn expiry_deprecates_waiting_targets() {
         }],
     })
     .expect("result");
-    installing.answer(&server, &command, installing_result).await;
+    installing
+        .answer(&server, &command, installing_result)
+        .await;
 
-    server.clock.set("2026-11-04T23:59:59Z".parse().expect("instant"));
-    assert_eq!(server.run_due_schedules().await, 0, "nothing is due before the end of the expiration day");
-    server.clock.set("2026-11-05T00:00:00Z".parse().expect("instant"));
+    server
+        .clock
+        .set("2026-11-04T23:59:59Z".parse().expect("instant"));
+    assert_eq!(
+        server.run_due_schedules().await,
+        0,
+        "nothing is due before the end of the expiration day"
+    );
+    server
+        .clock
+        .set("2026-11-05T00:00:00Z".parse().expect("instant"));
     assert_eq!(server.run_due_schedules().await, 1);
 
     let statuses = server.statuses(&operation).await;
@@ -62,6 +72,10 @@ async fn expiry_deprecates_waiting_targets() {
     assert_eq!(deprecated.len(), 1);
     assert_eq!(deprecated[0]["device_id"], waiting.udid.as_str());
     let (_, device) = server.get(&format!("/devices/{}", waiting.udid)).await;
-    assert_eq!(device["current_operation_id"], serde_json::Value::Null, "a deprecated device is free for a new operation");
+    assert_eq!(
+        device["current_operation_id"],
+        serde_json::Value::Null,
+        "a deprecated device is free for a new operation"
+    );
     server.stop().await;
 }

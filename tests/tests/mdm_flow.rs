@@ -16,9 +16,7 @@ const KEY: &str = "MSU_UPDATE_24G830_patch_15.7.9";
 
 fn install_action(envelope: &CommandEnvelope) -> Option<InstallAction> {
     match &envelope.command {
-        Command::ScheduleOsUpdate(payload) => {
-            payload.updates.first().map(|u| u.install_action.clone())
-        }
+        Command::ScheduleOsUpdate(payload) => payload.updates.first().map(|u| u.install_action),
         _ => None,
     }
 }

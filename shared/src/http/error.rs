@@ -72,9 +72,13 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_device_message", message)
             }
             ServiceError::Store(crate::ports::StoreError::InvalidCursor(cursor)) => {
-                ApiError::bad_request(format!(
-                    "invalid cursor {cursor:?}: pass back the next_cursor of a previous page unchanged"
-                ))
+                let hint = "pass back the next_cursor of a previous page unchanged";
+                let mut error = ApiError::bad_request(format!("invalid cursor {cursor:?}: {hint}"));
+                error.details.push(
+                    FieldError::new("cursor", "invalid", format!("invalid cursor: {hint}"))
+                        .with_value(cursor),
+                );
+                error
             }
             ServiceError::Store(error) => {
                 tracing::error!(error = %error, source = ?std::error::Error::source(&error), "request failed in the store");

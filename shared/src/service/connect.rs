@@ -8,7 +8,8 @@ use super::mdm::{
 };
 use super::progress::Work;
 use super::{ServiceError, ServiceResult, Services};
-use crate::apple::mdm::{CommandResult, CommandStatus, parse_result};
+use crate::apple::UnknownValue;
+use crate::apple::mdm::{CommandResponse, CommandResult, CommandStatus, parse_result};
 use crate::domain::{
     Actor, EnrollmentState, EventType, OsVersion, Platform, Protocol, Signal, TargetStatus,
 };
@@ -190,19 +191,13 @@ impl Services {
         command: &QueuedCommand,
         result: &CommandResult,
     ) {
-        for unknown in result.unknown_values() {
-            work.event(
-                self,
-                EventType::UnknownValue,
-                Actor::Device,
-                json!({ "key": unknown.path, "value": unknown.value }),
-            );
-        }
+        self.record_unknown_values(work, result.unknown_values());
         match command.request_type.as_str() {
             "ScheduleOSUpdate" => {
                 let Ok(Some(response)) = result.schedule_os_update() else {
                     return;
                 };
+                self.record_unknown_values(work, response.unknown_values());
                 let Some(target) = work.target.clone() else {
                     return;
                 };
@@ -231,6 +226,7 @@ impl Services {
                 let Ok(Some(response)) = result.os_update_status() else {
                     return;
                 };
+                self.record_unknown_values(work, response.unknown_values());
                 let Some(target) = work.target.clone() else {
                     return;
                 };
@@ -275,6 +271,19 @@ impl Services {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Records values outside the known sets as `unknown_value` events, so
+    /// that a newer OS's statuses show in the trail instead of vanishing.
+    fn record_unknown_values(&self, work: &mut Work, unknown: Vec<UnknownValue>) {
+        for unknown in unknown {
+            work.event(
+                self,
+                EventType::UnknownValue,
+                Actor::Device,
+                json!({ "key": unknown.path, "value": unknown.value }),
+            );
         }
     }
 
@@ -415,7 +424,8 @@ impl Services {
                 }
             }
             TargetStatus::Installing => self.queue_for_target(work, MdmInstruction::VersionQuery),
-            TargetStatus::Pending => {}
+            // Pending with nothing queued: the instruction was answered with
+            // a value this server does not know, so ask where the device is.
             _ => self.queue_for_target(work, MdmInstruction::StatusQuery),
         }
     }

@@ -91,6 +91,21 @@ impl Services {
         data: Option<&[u8]>,
     ) -> ServiceResult<Vec<u8>> {
         let endpoint = DdmEndpoint::parse(endpoint).map_err(wire_error)?;
+        // A malformed status report is rejected before anything is written,
+        // including the ddm_active flag below.
+        let status = match endpoint {
+            DdmEndpoint::Status => {
+                let Some(data) = data else {
+                    return Err(ServiceError::BadDeviceInput {
+                        message:
+                            "status check-in has no Data: send the status report as the Data key"
+                                .into(),
+                    });
+                };
+                Some(parse_status_report(data).map_err(wire_error)?)
+            }
+            _ => None,
+        };
         if !context.device.ddm_active {
             self.mark_ddm_active(&context.device.udid).await?;
         }
@@ -121,15 +136,9 @@ impl Services {
                 }
             }
             DdmEndpoint::Status => {
-                let Some(data) = data else {
-                    return Err(ServiceError::BadDeviceInput {
-                        message:
-                            "status check-in has no Data: send the status report as the Data key"
-                                .into(),
-                    });
-                };
-                let status = parse_status_report(data).map_err(wire_error)?;
-                self.record_status(context, status).await?;
+                if let Some(status) = status {
+                    self.record_status(context, status).await?;
+                }
                 Ok(Vec::new())
             }
         }

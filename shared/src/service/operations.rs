@@ -819,7 +819,7 @@ impl Services {
                 .claim_idempotency_key(key, &operation_id, now)
                 .await?
         {
-            let operation = self.get_operation(&existing).await?;
+            let operation = self.operation_for_key(key, &existing).await?;
             return Ok(Created {
                 operation,
                 not_moved: Vec::new(),
@@ -907,8 +907,27 @@ impl Services {
 
     async fn replayed_operation(&self, key: &str) -> ServiceResult<Option<Operation>> {
         match self.ports.operations.lookup_idempotency_key(key).await? {
-            Some(operation_id) => Ok(self.ports.operations.get_operation(&operation_id).await?),
+            Some(operation_id) => self.operation_for_key(key, &operation_id).await.map(Some),
             None => Ok(None),
+        }
+    }
+
+    /// Returns the operation an idempotency key was claimed for. The key is
+    /// claimed before the operation is written, so a concurrent repeat can
+    /// find the key without the operation. That repeat gets a 409 telling
+    /// the client to retry, because the first request is still in progress.
+    ///
+    /// NOTE: a creation that fails between the claim and the insert leaves
+    /// the key pointing at no operation, and every repeat gets this 409.
+    async fn operation_for_key(&self, key: &str, operation_id: &str) -> ServiceResult<Operation> {
+        match self.ports.operations.get_operation(operation_id).await? {
+            Some(operation) => Ok(operation),
+            None => Err(ServiceError::Conflict {
+                code: "idempotency_key_in_use",
+                message: format!(
+                    "a request with Idempotency-Key {key:?} is still creating operation {operation_id}; retry in a moment"
+                ),
+            }),
         }
     }
 
@@ -1124,7 +1143,8 @@ impl Services {
                     .await?;
             }
         }
-        let expiries: BTreeSet<Timestamp> = plan.targets.iter().filter_map(|t| t.expires_at).collect();
+        let expiries: BTreeSet<Timestamp> =
+            plan.targets.iter().filter_map(|t| t.expires_at).collect();
         for expires_at in expiries {
             self.ports
                 .scheduler

@@ -12,7 +12,8 @@ use osdeploy_shared::apple::mdm::{
     CommandEnvelope, CommandResult, CommandStatus, DeviceInformationResponse, QueryResponses,
     parse_command,
 };
-use osdeploy_shared::domain::ManualClock;
+use osdeploy_shared::domain::{Device, ManualClock};
+use osdeploy_shared::ports::{DeviceStore, Schedule, ScheduleStore};
 use osdeploy_shared::service::ServiceConfig;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -25,6 +26,10 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     pub client: reqwest::Client,
     pub database: PathBuf,
+    /// Seed of this process's id generator. A restart takes the next one,
+    /// because the same seed at the same clock reading would repeat ids
+    /// already stored (a real process seeds from entropy).
+    id_seed: u64,
     _dir: Arc<tempfile::TempDir>,
 }
 
@@ -33,13 +38,14 @@ impl TestServer {
         let dir = Arc::new(tempfile::tempdir().expect("temporary directory"));
         let database = dir.path().join("osdeploy.db");
         let clock = Arc::new(ManualClock::new(START.parse().expect("start instant")));
-        Self::start_with(dir, database, clock).await
+        Self::start_with(dir, database, clock, 7).await
     }
 
     async fn start_with(
         dir: Arc<tempfile::TempDir>,
         database: PathBuf,
         clock: Arc<ManualClock>,
+        id_seed: u64,
     ) -> TestServer {
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().expect("loopback address"),
@@ -48,7 +54,7 @@ impl TestServer {
             clock: ClockMode::Manual(clock.clone()),
             admin_token: Some(TOKEN.to_string()),
             service: ServiceConfig::default(),
-            id_seed: Some(7),
+            id_seed: Some(id_seed),
             run_scheduler: false,
         };
         let handle = server::start(config).await.expect("server starts");
@@ -57,6 +63,7 @@ impl TestServer {
             clock,
             client: reqwest::Client::new(),
             database,
+            id_seed,
             _dir: dir,
         }
     }
@@ -66,7 +73,13 @@ impl TestServer {
         if let Some(handle) = self.handle.take() {
             handle.stop().await;
         }
-        Self::start_with(self._dir.clone(), self.database.clone(), self.clock.clone()).await
+        Self::start_with(
+            self._dir.clone(),
+            self.database.clone(),
+            self.clock.clone(),
+            self.id_seed + 1,
+        )
+        .await
     }
 
     pub async fn stop(mut self) {
@@ -111,15 +124,48 @@ impl TestServer {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.expect("admin request");
-        let status = response.status();
-        let text = response.text().await.expect("admin response body");
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, value)
+        send_json(request).await
+    }
+
+    /// POST with extra headers, such as `Idempotency-Key`.
+    pub async fn post_with_headers(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .post(self.url(&format!("/api/v1{path}")))
+            .bearer_auth(TOKEN)
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        send_json(request).await
+    }
+
+    /// Sends an admin request with a raw body and an optional `Authorization`
+    /// header value, for malformed bodies and bad credentials.
+    pub async fn admin_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, self.url(&format!("/api/v1{path}")));
+        if let Some(value) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        send_json(request).await
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -191,6 +237,49 @@ impl TestServer {
         self.all(&format!("/operations/{operation_id}/events"))
             .await
     }
+
+    /// Returns the event types of an operation, in the order its event list has them.
+    pub async fn event_types(&self, operation_id: &str) -> Vec<String> {
+        self.events(operation_id)
+            .await
+            .iter()
+            .filter_map(|e| e["type"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Returns the stored schedules (deadlines, expiry) of one operation.
+    pub async fn schedules_of(&self, operation_id: &str) -> Vec<Schedule> {
+        self.handle()
+            .store
+            .all()
+            .await
+            .expect("read schedules")
+            .into_iter()
+            .filter(|s| s.job.operation_id() == Some(operation_id))
+            .collect()
+    }
+
+    /// Returns the device record as stored, with fields the API does not
+    /// show (revision, whether declarative management is active).
+    pub async fn stored_device(&self, udid: &str) -> Option<Device> {
+        self.handle()
+            .store
+            .get_device(udid)
+            .await
+            .expect("read device")
+    }
+}
+
+async fn send_json(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("admin request");
+    let status = response.status();
+    let text = response.text().await.expect("admin response body");
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, value)
 }
 
 /// A device whose every exchange the test scripts.
@@ -283,6 +372,31 @@ impl TestDevice {
                 .answer(server, &envelope, self.acknowledge(&envelope))
                 .await;
         }
+    }
+
+    /// Sends only Authenticate: the device is known but not yet enrolled.
+    pub async fn authenticate(&self, server: &TestServer) {
+        let (status, _) = server
+            .put_device("/mdm/checkin", self.authenticate_body())
+            .await;
+        assert_eq!(status, StatusCode::OK, "Authenticate for {}", self.udid);
+    }
+
+    /// Sets the device's time zone through the admin API, as macOS does not
+    /// report one over MDM.
+    pub async fn set_time_zone(&self, server: &TestServer, zone: &str) {
+        let (status, body) = server
+            .patch(
+                &format!("/devices/{}", self.udid),
+                &serde_json::json!({ "time_zone": zone }),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "set {} to {zone}: {body}",
+            self.udid
+        );
     }
 
     /// Sends an Idle result; returns the command the server sent back.
