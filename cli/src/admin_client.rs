@@ -39,7 +39,12 @@ impl AdminClient {
         }
     }
 
-    async fn send(&self, method: &'static str, path: &str, body: Option<&Value>) -> Result<Value, AdminError> {
+    async fn send(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, AdminError> {
         let url = format!("{}{path}", self.base);
         let request = match method {
             "GET" => self.http.get(&url),
@@ -51,12 +56,21 @@ impl AdminClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let failed = |source| AdminError::Request { method, path: path.to_string(), source };
+        let failed = |source| AdminError::Request {
+            method,
+            path: path.to_string(),
+            source,
+        };
         let response = request.send().await.map_err(failed)?;
         let status = response.status();
         let text = response.text().await.map_err(failed)?;
         if !status.is_success() {
-            return Err(AdminError::Status { method, path: path.to_string(), status, body: text });
+            return Err(AdminError::Status {
+                method,
+                path: path.to_string(),
+                status,
+                body: text,
+            });
         }
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }

@@ -103,16 +103,26 @@ fn major(device: &SimDevice) -> u32 {
 pub async fn run_demo(args: &DemoArgs) -> Result<DemoOutcome, DemoError> {
     let started = Instant::now();
     if args.devices < 10 {
-        return Err(DemoError::Setup(format!("--devices {} is too few; use at least 10", args.devices)));
+        return Err(DemoError::Setup(format!(
+            "--devices {} is too few; use at least 10",
+            args.devices
+        )));
     }
     let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
     let token = "demo-admin-token".to_string();
-    let start: Timestamp = DEMO_START.parse().map_err(|e| DemoError::Setup(format!("bad start instant: {e}")))?;
+    let start: Timestamp = DEMO_START
+        .parse()
+        .map_err(|e| DemoError::Setup(format!("bad start instant: {e}")))?;
     let handle = server::start(ServeConfig {
-        listen: "127.0.0.1:0".parse().map_err(|e| DemoError::Setup(format!("bad listen address: {e}")))?,
+        listen: "127.0.0.1:0"
+            .parse()
+            .map_err(|e| DemoError::Setup(format!("bad listen address: {e}")))?,
         database: dir.path().join("demo.db"),
         catalog_file: None,
-        clock: ClockMode::Accelerated { start, speed: args.speed },
+        clock: ClockMode::Accelerated {
+            start,
+            speed: args.speed,
+        },
         admin_token: Some(token.clone()),
         service: ServiceConfig::default(),
         id_seed: Some(args.seed),
@@ -139,16 +149,28 @@ pub async fn run_demo(args: &DemoArgs) -> Result<DemoOutcome, DemoError> {
     }
 
     // macOS does not report its time zone over MDM: inventory gets it.
-    let macs: Vec<SimDevice> = fleet.devices().iter().filter(|d| d.platform == Platform::MacOs).cloned().collect();
+    let macs: Vec<SimDevice> = fleet
+        .devices()
+        .iter()
+        .filter(|d| d.platform == Platform::MacOs)
+        .cloned()
+        .collect();
     for mac in &macs {
         admin
-            .patch(&format!("/devices/{}", mac.udid), &json!({ "time_zone": mac.time_zone }))
+            .patch(
+                &format!("/devices/{}", mac.udid),
+                &json!({ "time_zone": mac.time_zone }),
+            )
             .await?;
     }
 
     let devices = fleet.devices().to_vec();
-    let ddm_macs = pick(&devices, |d| d.platform == Platform::MacOs && d.supervised && major(d) >= 15);
-    let mdm_macs = pick(&devices, |d| d.platform == Platform::MacOs && d.supervised && major(d) < 15);
+    let ddm_macs = pick(&devices, |d| {
+        d.platform == Platform::MacOs && d.supervised && major(d) >= 15
+    });
+    let mdm_macs = pick(&devices, |d| {
+        d.platform == Platform::MacOs && d.supervised && major(d) < 15
+    });
     let phones = pick(&devices, |d| d.platform != Platform::MacOs && d.ddm_capable);
     let ids = |list: &[&SimDevice]| list.iter().map(|d| d.udid.clone()).collect::<Vec<_>>();
     let deadline = "2026-08-22T20:00:00";
@@ -184,21 +206,39 @@ pub async fn run_demo(args: &DemoArgs) -> Result<DemoOutcome, DemoError> {
     let mut operations = Vec::new();
     for (label, body) in plans {
         let preview = admin.post("/operations/preview", &body).await?;
-        let incompatible = preview["incompatible"].as_array().map(Vec::len).unwrap_or(0);
+        let incompatible = preview["incompatible"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0);
         if incompatible > 0 {
-            return Err(DemoError::Setup(format!("{label}: {incompatible} devices incompatible: {}", preview["incompatible"])));
+            return Err(DemoError::Setup(format!(
+                "{label}: {incompatible} devices incompatible: {}",
+                preview["incompatible"]
+            )));
         }
         let created = admin.post("/operations", &body).await?;
         let id = created["id"].as_str().unwrap_or_default().to_string();
         let targets = created["total_devices"].as_u64().unwrap_or(0) as usize;
-        println!("created {label} operation {id}: {} to {targets} devices", created["update"]["name"].as_str().unwrap_or("?"));
+        println!(
+            "created {label} operation {id}: {} to {targets} devices",
+            created["update"]["name"].as_str().unwrap_or("?")
+        );
         operations.push(DemoOperation { label, id, targets });
     }
 
     let finished = Arc::new(AtomicBool::new(false));
-    let monitor = tokio::spawn(monitor(admin.clone(), operations.iter().map(|o| (o.label, o.id.clone(), o.targets)).collect(), finished.clone()));
+    let monitor = tokio::spawn(monitor(
+        admin.clone(),
+        operations
+            .iter()
+            .map(|o| (o.label, o.id.clone(), o.targets))
+            .collect(),
+        finished.clone(),
+    ));
     let run = fleet
-        .run_until(&url, Duration::from_secs(args.timeout), |_| finished.load(Ordering::Relaxed))
+        .run_until(&url, Duration::from_secs(args.timeout), |_| {
+            finished.load(Ordering::Relaxed)
+        })
         .await;
     finished.store(true, Ordering::Relaxed);
     let _ = monitor.await;
@@ -209,19 +249,29 @@ pub async fn run_demo(args: &DemoArgs) -> Result<DemoOutcome, DemoError> {
     println!();
     for operation in &operations {
         let overview = admin.get(&format!("/operations/{}", operation.id)).await?;
-        let targets = admin.all(&format!("/operations/{}/devices", operation.id)).await?;
+        let targets = admin
+            .all(&format!("/operations/{}/devices", operation.id))
+            .await?;
         for target in &targets {
             let udid = target["device_id"].as_str().unwrap_or_default();
             let actual = target["status"].as_str().unwrap_or_default();
             let expected = fleet.expected_status(udid).unwrap_or("(none)");
             if actual != expected {
-                outcome.mismatches.push((udid.to_string(), expected.to_string(), actual.to_string()));
+                outcome.mismatches.push((
+                    udid.to_string(),
+                    expected.to_string(),
+                    actual.to_string(),
+                ));
             }
         }
-        let events = admin.all(&format!("/operations/{}/events", operation.id)).await?;
+        let events = admin
+            .all(&format!("/operations/{}/events", operation.id))
+            .await?;
         let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
         for event in &events {
-            *by_type.entry(event["type"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+            *by_type
+                .entry(event["type"].as_str().unwrap_or("?").to_string())
+                .or_default() += 1;
         }
         print_summary(operation, &overview, events.len(), &by_type);
         for (event_type, n) in by_type {
@@ -234,18 +284,35 @@ pub async fn run_demo(args: &DemoArgs) -> Result<DemoOutcome, DemoError> {
     outcome.peak_rss_kib = peak_rss_kib();
     println!(
         "fleet: {} devices, {} requests, {} errors, {} commands answered, {} status reports, {} NotNow, {} failures injected, {} user installs",
-        stats.devices, stats.requests, stats.errors, stats.commands_answered, stats.status_reports_sent, stats.not_nows, stats.failures_injected, stats.user_early_installs
+        stats.devices,
+        stats.requests,
+        stats.errors,
+        stats.commands_answered,
+        stats.status_reports_sent,
+        stats.not_nows,
+        stats.failures_injected,
+        stats.user_early_installs
     );
     println!(
         "wall time {:.1} s, server clock now {}, peak memory {}",
         outcome.wall.as_secs_f64(),
-        handle.services.now().round(jiff::Unit::Second).unwrap_or(handle.services.now()),
-        outcome.peak_rss_kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_else(|| "unknown".into())
+        handle
+            .services
+            .now()
+            .round(jiff::Unit::Second)
+            .unwrap_or(handle.services.now()),
+        outcome
+            .peak_rss_kib
+            .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+            .unwrap_or_else(|| "unknown".into())
     );
     if outcome.mismatches.is_empty() {
         println!("every device ended in the status the simulator drove it to");
     } else {
-        println!("{} devices differ from the simulator's record (device: expected, server):", outcome.mismatches.len());
+        println!(
+            "{} devices differ from the simulator's record (device: expected, server):",
+            outcome.mismatches.len()
+        );
         for (udid, expected, actual) in outcome.mismatches.iter().take(20) {
             println!("  {udid}: expected {expected}, server says {actual}");
         }
@@ -254,7 +321,12 @@ pub async fn run_demo(args: &DemoArgs) -> Result<DemoOutcome, DemoError> {
     Ok(outcome)
 }
 
-fn print_summary(operation: &DemoOperation, overview: &Value, events: usize, by_type: &BTreeMap<String, usize>) {
+fn print_summary(
+    operation: &DemoOperation,
+    overview: &Value,
+    events: usize,
+    by_type: &BTreeMap<String, usize>,
+) {
     let counts: Vec<String> = overview["counts"]
         .as_object()
         .map(|counts| {
@@ -275,15 +347,28 @@ fn print_summary(operation: &DemoOperation, overview: &Value, events: usize, by_
         overview["elapsed_seconds"],
         counts.join(", ")
     );
-    let notable: Vec<String> = ["retry", "download_failed", "installation_failed", "user_approval", "command_not_now", "obsolete", "unknown_value", "report_ignored"]
-        .iter()
-        .filter_map(|t| by_type.get(*t).map(|n| format!("{t} {n}")))
-        .collect();
+    let notable: Vec<String> = [
+        "retry",
+        "download_failed",
+        "installation_failed",
+        "user_approval",
+        "command_not_now",
+        "obsolete",
+        "unknown_value",
+        "report_ignored",
+    ]
+    .iter()
+    .filter_map(|t| by_type.get(*t).map(|n| format!("{t} {n}")))
+    .collect();
     println!("  {events} events recorded ({})", notable.join(", "));
 }
 
 /// Shows progress until every operation finished or `finished` is set.
-async fn monitor(admin: AdminClient, operations: Vec<(&'static str, String, usize)>, finished: Arc<AtomicBool>) {
+async fn monitor(
+    admin: AdminClient,
+    operations: Vec<(&'static str, String, usize)>,
+    finished: Arc<AtomicBool>,
+) {
     let terminal = std::io::stdout().is_terminal();
     let bars = MultiProgress::new();
     let style = ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos:>4}/{len:4} {msg}")
@@ -292,7 +377,11 @@ async fn monitor(admin: AdminClient, operations: Vec<(&'static str, String, usiz
     let progress: Vec<ProgressBar> = operations
         .iter()
         .map(|(label, _, total)| {
-            let bar = if terminal { bars.add(ProgressBar::new(*total as u64)) } else { ProgressBar::hidden() };
+            let bar = if terminal {
+                bars.add(ProgressBar::new(*total as u64))
+            } else {
+                ProgressBar::hidden()
+            };
             bar.set_style(style.clone());
             bar.set_prefix(*label);
             bar
@@ -311,7 +400,10 @@ async fn monitor(admin: AdminClient, operations: Vec<(&'static str, String, usiz
             let completed = overview["completed_devices"].as_u64().unwrap_or(0);
             bar.set_position(completed);
             bar.set_message(state.clone());
-            lines.push(format!("{label}: {state} {completed}/{}", overview["total_devices"]));
+            lines.push(format!(
+                "{label}: {state} {completed}/{}",
+                overview["total_devices"]
+            ));
             all_done &= state == "finished";
         }
         if !terminal && last_line.elapsed() >= Duration::from_secs(5) {

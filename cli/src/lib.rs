@@ -5,8 +5,8 @@ pub mod admin_client;
 pub mod catalog_cmd;
 pub mod demo;
 pub mod server;
-pub mod simulate_cmd;
 pub mod simulate;
+pub mod simulate_cmd;
 
 /// Prints an error with its causes on one line and returns a failing exit code.
 pub fn report_error(error: &dyn std::error::Error) -> std::process::ExitCode {

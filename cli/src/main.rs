@@ -98,7 +98,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let clock = match (args.clock_start, args.clock_speed) {
-        (None, speed) if speed == 1.0 => ClockMode::System,
+        (None, 1.0) => ClockMode::System,
         (start, speed) => ClockMode::Accelerated {
             start: start.unwrap_or_else(Timestamp::now),
             speed,

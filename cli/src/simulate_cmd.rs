@@ -38,7 +38,10 @@ pub async fn run(args: SimulateArgs) -> ExitCode {
     if let Err(e) = fleet.enroll(&args.server).await {
         return crate::report_error(&e);
     }
-    println!("{} devices enrolled with {}; playing them until Ctrl-C or {} s", args.devices, args.server, args.seconds);
+    println!(
+        "{} devices enrolled with {}; playing them until Ctrl-C or {} s",
+        args.devices, args.server, args.seconds
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     tokio::spawn(async move {
@@ -47,12 +50,18 @@ pub async fn run(args: SimulateArgs) -> ExitCode {
         }
     });
     let result = fleet
-        .run_until(&args.server, Duration::from_secs(args.seconds), |_| stop.load(std::sync::atomic::Ordering::Relaxed))
+        .run_until(&args.server, Duration::from_secs(args.seconds), |_| {
+            stop.load(std::sync::atomic::Ordering::Relaxed)
+        })
         .await;
     let stats = fleet.stats();
     println!(
         "{} requests, {} errors, {} commands answered, {} status reports, {} updates installed",
-        stats.requests, stats.errors, stats.commands_answered, stats.status_reports_sent, stats.updates_installed
+        stats.requests,
+        stats.errors,
+        stats.commands_answered,
+        stats.status_reports_sent,
+        stats.updates_installed
     );
     match result {
         Ok(_) => ExitCode::SUCCESS,

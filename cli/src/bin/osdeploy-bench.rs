@@ -1192,13 +1192,6 @@ async fn measure_pass(
 // ---------------------------------------------------------------------------
 // Peak memory of `osdeploy demo`
 
-enum PeakSource {
-    /// The demo printed its own VmHWM.
-    Printed,
-    /// Read from /proc/<pid>/status every [`MEMORY_POLL`].
-    Polled { samples: usize },
-}
-
 enum DemoOutcome {
     Skipped,
     NotBuilt(PathBuf),
@@ -1212,8 +1205,11 @@ enum DemoOutcome {
         peak_kib: Option<u64>,
     },
     Measured {
-        peak_kib: u64,
-        source: PeakSource,
+        /// The demo's own VmHWM as it printed it.
+        printed_kib: Option<u64>,
+        /// The highest of `samples` reads of `/proc/<pid>/status` VmHWM.
+        polled_kib: Option<u64>,
+        samples: usize,
         seconds: f64,
     },
 }
@@ -1228,6 +1224,21 @@ fn vm_hwm_kib(text: &str) -> Option<u64> {
             .split_whitespace();
         let value = words.next()?.parse().ok()?;
         (words.next() == Some("kB")).then_some(value)
+    })
+}
+
+/// Reads the peak resident set the demo printed, in KiB: a `VmHWM ... kB`
+/// line, or its summary `peak memory 37.3 MiB` (0.1 MiB resolution).
+fn printed_peak_kib(text: &str) -> Option<u64> {
+    vm_hwm_kib(text).or_else(|| {
+        text.lines().find_map(|line| {
+            let after = &line[line.find("peak memory")? + "peak memory".len()..];
+            let mut words = after.split_whitespace();
+            let value: f64 = words.next()?.parse().ok()?;
+            let unit = words.next()?.trim_end_matches([',', '.', ';', ')']);
+            (unit == "MiB" && value.is_finite() && value >= 0.0)
+                .then(|| (value * 1024.0).round() as u64)
+        })
     })
 }
 
@@ -1366,25 +1377,18 @@ fn measure_demo(timeout: Duration) -> DemoOutcome {
         };
     }
 
-    if let Some(kib) = vm_hwm_kib(&output).or_else(|| vm_hwm_kib(&errors)) {
-        return DemoOutcome::Measured {
-            peak_kib: kib,
-            source: PeakSource::Printed,
-            seconds: watched.seconds,
+    let printed_kib = printed_peak_kib(&output).or_else(|| printed_peak_kib(&errors));
+    if printed_kib.is_none() && watched.peak_kib.is_none() {
+        return DemoOutcome::Failed {
+            code: status.code(),
+            message: "exited before its memory could be read, and printed no peak".into(),
         };
     }
-    match watched.peak_kib {
-        Some(kib) => DemoOutcome::Measured {
-            peak_kib: kib,
-            source: PeakSource::Polled {
-                samples: watched.samples,
-            },
-            seconds: watched.seconds,
-        },
-        None => DemoOutcome::Failed {
-            code: status.code(),
-            message: "exited before its memory could be read".into(),
-        },
+    DemoOutcome::Measured {
+        printed_kib,
+        polled_kib: watched.peak_kib,
+        samples: watched.samples,
+        seconds: watched.seconds,
     }
 }
 
@@ -1752,21 +1756,31 @@ fn demo_text(demo: &DemoOutcome) -> String {
                 .unwrap_or_default()
         ),
         DemoOutcome::Measured {
-            peak_kib,
-            source,
+            printed_kib,
+            polled_kib,
+            samples,
             seconds,
         } => {
-            let how = match source {
-                PeakSource::Printed => "VmHWM as the demo printed it".to_string(),
-                PeakSource::Polled { samples } => format!(
-                    "max of {samples} reads of /proc/<pid>/status VmHWM, every {} ms",
+            let mib = |kib: u64| kib as f64 / 1024.0;
+            let polled = polled_kib.map(|kib| {
+                format!(
+                    "{:.1} MiB as the highest of {samples} reads of /proc/<pid>/status VmHWM, one every {} ms",
+                    mib(kib),
                     MEMORY_POLL.as_millis()
+                )
+            });
+            match (printed_kib, polled) {
+                (Some(kib), Some(polled)) => format!(
+                    "{:.1} MiB, the demo's own VmHWM as it printed it ({polled}; the demo ran {seconds:.1} s)",
+                    mib(*kib)
                 ),
-            };
-            format!(
-                "{:.1} MiB ({how}; the demo ran {seconds:.1} s)",
-                *peak_kib as f64 / 1024.0
-            )
+                (Some(kib), None) => format!(
+                    "{:.1} MiB, the demo's own VmHWM as it printed it (the demo ran {seconds:.1} s)",
+                    mib(*kib)
+                ),
+                (None, Some(polled)) => format!("{polled} (the demo ran {seconds:.1} s)"),
+                (None, None) => "not measured: no VmHWM read".into(),
+            }
         }
     }
 }
@@ -1789,6 +1803,22 @@ mod tests {
         ];
         for (text, expected) in cases {
             assert_eq!(vm_hwm_kib(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn printed_peak_reads_demo_summary() {
+        let cases = [
+            (
+                "wall time 58.9 s, server clock now 2026-08-23T04:38:01Z, peak memory 37.3 MiB",
+                Some(38_195),
+            ),
+            ("VmHWM:\t 4096 kB", Some(4_096)),
+            ("peak memory unknown", None),
+            ("peak memory 37.3 GB", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(printed_peak_kib(text), expected, "{text:?}");
         }
     }
 
