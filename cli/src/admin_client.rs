@@ -87,7 +87,7 @@ impl AdminClient {
         self.send("PATCH", path, Some(body)).await
     }
 
-    /// Every item of a paginated list.
+    /// Fetches every item of a paginated list.
     pub async fn all(&self, path: &str) -> Result<Vec<Value>, AdminError> {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;

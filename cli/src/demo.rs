@@ -45,7 +45,7 @@ struct DemoOperation {
     targets: usize,
 }
 
-/// Why the demo failed.
+/// Errors that stop the demo.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("server failed to start")]
@@ -60,7 +60,7 @@ pub enum DemoError {
     Setup(String),
 }
 
-/// What the demo measured and found.
+/// Measurements and findings of one demo run.
 #[derive(Debug, Default)]
 pub struct DemoOutcome {
     /// Devices whose final status differs from the simulator's record, with both statuses.
@@ -143,7 +143,7 @@ pub async fn run_demo(args: &DemoArgs) -> Result<DemoOutcome, DemoError> {
         ..FleetConfig::default()
     })?;
     fleet.enroll(&url).await?;
-    // Let the devices answer their inventory queries before choosing targets.
+    // Let the devices return their inventory before the demo chooses targets.
     for _ in 0..3 {
         fleet.tick(&url).await?;
     }

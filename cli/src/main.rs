@@ -150,7 +150,7 @@ async fn import_catalog(file: PathBuf, database: PathBuf) -> ExitCode {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo and the simulator draw progress on the terminal: only
-    // warnings interleave with it unless OSDEPLOY_LOG asks for more.
+    // warnings interleave with it unless OSDEPLOY_LOG requests more.
     let quiet = matches!(cli.command, Command::Demo(_) | Command::Simulate(_));
     init_logging(if quiet { "warn" } else { "info" });
     match cli.command {

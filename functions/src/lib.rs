@@ -1,5 +1,5 @@
-//! What every Lambda function shares: typed configuration read once at cold
-//! start, and logging set up for CloudWatch.
+//! Shared pieces of every Lambda function: typed configuration read once at
+//! cold start, and logging set up for CloudWatch.
 
 use std::path::PathBuf;
 

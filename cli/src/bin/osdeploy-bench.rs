@@ -86,7 +86,7 @@ struct Args {
     #[arg(long, default_value_t = 90.0)]
     enroll_seconds: f64,
     /// Seconds `osdeploy demo` may run before the bench stops it.
-    #[arg(long, default_value_t = 90.0)]
+    #[arg(long, default_value_t = 120.0)]
     demo_seconds: f64,
     /// Skip the `osdeploy demo` peak-memory phase.
     #[arg(long)]

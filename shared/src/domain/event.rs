@@ -11,7 +11,7 @@ use super::status::TargetStatus;
 /// How long events are kept.
 pub const EVENT_RETENTION: SignedDuration = SignedDuration::from_hours(90 * 24);
 
-/// Who caused an event.
+/// The party that caused an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Actor {

@@ -17,7 +17,7 @@ pub fn routes() -> Router<AppState> {
         .route("/mdm/connect", put(connect))
 }
 
-/// Reads a request body of at most `limit` bytes, answering 413 past it.
+/// Reads a request body of at most `limit` bytes, returning 413 past it.
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)

@@ -1,5 +1,5 @@
-//! One error type that turns itself into a response: bad input gets a clear
-//! 4xx and is not logged as an error; internal errors get a generic body and
+//! One error type that turns itself into a response. Bad input gets a clear
+//! 4xx and is not logged as an error. Internal errors get a generic body and
 //! are logged once with their detail.
 
 use axum::http::StatusCode;

@@ -75,7 +75,8 @@ impl Services {
             return;
         };
         let Some(command) = work.commands.iter().find(|c| c.uuid == uuid).cloned() else {
-            // Already answered (a repeated result) or never sent by us.
+            // A repeated result for a command already removed, or a command this
+            // server never sent.
             tracing::debug!(device_id = %udid, command_uuid = %uuid, "result for an unknown or answered command ignored");
             return;
         };

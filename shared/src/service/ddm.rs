@@ -29,7 +29,7 @@ pub fn enforcement_identifier(operation_id: &str) -> String {
     format!("osdeploy.enforcement.{operation_id}")
 }
 
-/// Whether a target still puts its enforcement declaration on the device.
+/// Returns whether a target still puts its enforcement declaration on the device.
 fn enforces(target: &Target) -> bool {
     target.protocol == Protocol::Ddm
         && !target.status.is_final()
@@ -83,7 +83,7 @@ fn wire_error(e: crate::apple::WireError) -> ServiceError {
 }
 
 impl Services {
-    /// Answers a DeclarativeManagement check-in; returns the JSON body.
+    /// Handles a DeclarativeManagement check-in and returns the JSON body.
     pub async fn handle_declarative(
         &self,
         context: DeviceContext,

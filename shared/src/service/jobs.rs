@@ -10,7 +10,7 @@ use crate::ports::{
     Change, CommandWrite, DeviceWrite, Job, PageRequest, StoreError, TargetFilter, TargetWrite,
 };
 
-/// What a job did, for logs and tests.
+/// Summary of one job run, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobReport {
     /// Targets the job changed.

@@ -97,7 +97,8 @@ pub struct PlannedTarget {
     expires_at: Option<Timestamp>,
 }
 
-/// What `POST /operations/preview` returns and what creation carries out.
+/// The review of a create request: the body of `POST /operations/preview`
+/// and the plan that creation carries out.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub update_name: String,
@@ -121,7 +122,7 @@ pub struct Plan {
     release_date: Option<jiff::civil::Date>,
 }
 
-/// What `POST /operations` returns besides the operation.
+/// The result of `POST /operations`: the operation and the devices left out.
 #[derive(Debug, Clone, Serialize)]
 pub struct Created {
     pub operation: Operation,

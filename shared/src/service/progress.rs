@@ -55,7 +55,7 @@ impl Work {
         self.target.as_mut()
     }
 
-    /// The target, when it is still active.
+    /// Returns the target when it is still active.
     pub fn active_target(&self) -> Option<&Target> {
         self.target.as_ref().filter(|t| !t.status.is_final())
     }
@@ -207,7 +207,7 @@ impl Work {
             && self.command_writes.is_empty()
     }
 
-    /// The transaction for everything recorded.
+    /// Builds the transaction for everything recorded.
     pub fn into_change(self) -> Change {
         Change {
             device: self.device_changed.then(|| DeviceWrite {
