@@ -173,7 +173,16 @@ pub async fn run_demo(args: &DemoArgs) -> Result<DemoOutcome, DemoError> {
     });
     let phones = pick(&devices, |d| d.platform != Platform::MacOs && d.ddm_capable);
     let ids = |list: &[&SimDevice]| list.iter().map(|d| d.udid.clone()).collect::<Vec<_>>();
-    let deadline = "2026-08-22T20:00:00";
+    // Local time anywhere is at most UTC+14, so a wall-clock time 16 hours
+    // past the current UTC time is still ahead in every device's zone.
+    let now = handle.services.now();
+    let deadline = (now + jiff::SignedDuration::from_hours(16))
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .datetime()
+        .round(jiff::Unit::Hour)
+        .map_err(|e| DemoError::Setup(format!("could not compute the deadline: {e}")))?
+        .strftime("%Y-%m-%dT%H:%M:%S")
+        .to_string();
     let plans = [
         (
             "macOS DDM",
@@ -181,7 +190,7 @@ pub async fn run_demo(args: &DemoArgs) -> Result<DemoOutcome, DemoError> {
                 "update": { "product_version": fleet.config().targets.macos.version },
                 "protocol": "ddm",
                 "targets": { "device_ids": ids(&ddm_macs) },
-                "install": { "method": "enforce_at_schedule", "local_date_time": deadline, "time_zone": "device_local", "add_to_catalog": true },
+                "install": { "method": "enforce_at_schedule", "local_date_time": deadline.as_str(), "time_zone": "device_local", "add_to_catalog": true },
             }),
         ),
         (
@@ -190,7 +199,7 @@ pub async fn run_demo(args: &DemoArgs) -> Result<DemoOutcome, DemoError> {
                 "update": { "product_version": fleet.config().targets.macos.version },
                 "protocol": "mdm",
                 "targets": { "device_ids": ids(&mdm_macs) },
-                "install": { "method": "enforce_at_schedule", "local_date_time": deadline, "time_zone": "device_local" },
+                "install": { "method": "enforce_at_schedule", "local_date_time": deadline.as_str(), "time_zone": "device_local" },
             }),
         ),
         (

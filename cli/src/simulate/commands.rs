@@ -1,4 +1,4 @@
-//! A simulated device's answers to MDM commands, and its check-in messages.
+//! A simulated device's MDM command results and check-in messages.
 
 use osdeploy_shared::apple::WireError;
 use osdeploy_shared::apple::mdm::{
@@ -11,12 +11,11 @@ use osdeploy_shared::apple::mdm::{
 use osdeploy_shared::catalog::{Catalog, DeviceIdentity};
 use osdeploy_shared::domain::{OsVersion, Platform};
 
-use super::device::{
-    Delivery, Machine, Origin, Phase, at_or_above, parse_product_key, same_version,
-};
-use super::mix::TargetUpdate;
+use super::device::{Machine, Origin, Phase, at_or_above, parse_product_key, same_version};
+use super::profile::TargetUpdate;
+use super::truth::Delivery;
 
-/// Most entries in an `AvailableOSUpdates` answer.
+/// Maximum entries in an `AvailableOSUpdates` result.
 const MAX_AVAILABLE_UPDATES: usize = 3;
 
 /// A request body ready to send, with the facts that reach the server when
@@ -62,7 +61,7 @@ impl Machine {
         CheckinMessage::TokenUpdate(message).to_plist_xml()
     }
 
-    /// Builds the `Idle` result that asks the server for the next command.
+    /// Builds the `Idle` result, which requests the server's next command.
     pub(crate) fn idle_poll(&self) -> Result<Outgoing, WireError> {
         let body =
             CommandResult::new(&self.device.udid, None, CommandStatus::Idle).to_plist_xml()?;
@@ -73,24 +72,24 @@ impl Machine {
         })
     }
 
-    /// Answers a command plist from the server.
+    /// Builds the result of a command plist from the server.
     ///
     /// A command this simulator cannot parse gets `CommandFormatError`, as
-    /// a device answers it.
+    /// on a real device.
     ///
     /// # Errors
     ///
     /// Returns the parse error when the body does not even carry a
-    /// `CommandUUID` to answer, and a serialization error if the result
+    /// `CommandUUID` to respond to, and a serialization error if the result
     /// cannot be written.
-    pub(crate) fn answer(&mut self, body: &[u8]) -> Result<Outgoing, WireError> {
+    pub(crate) fn respond(&mut self, body: &[u8]) -> Result<Outgoing, WireError> {
         let envelope = match parse_command(body) {
             Ok(envelope) => envelope,
             Err(error) => {
                 let Some(uuid) = command_uuid_of(body) else {
                     return Err(error);
                 };
-                tracing::warn!(device_id = %self.device.udid, command_uuid = %uuid, %error, "answering an unreadable command with CommandFormatError");
+                tracing::warn!(device_id = %self.device.udid, command_uuid = %uuid, %error, "unreadable command; responding with CommandFormatError");
                 let result = CommandResult::new(
                     &self.device.udid,
                     Some(uuid),
@@ -99,7 +98,7 @@ impl Machine {
                 return Ok(Outgoing {
                     request: "CommandFormatError result".to_owned(),
                     body: result.to_plist_xml()?,
-                    deliveries: vec![Delivery::Answer { not_now: false }],
+                    deliveries: vec![Delivery::CommandResult { not_now: false }],
                 });
             }
         };
@@ -107,7 +106,7 @@ impl Machine {
         let udid = self.device.udid.clone();
         let request = format!("{} result", envelope.command.request_type());
         let acknowledged = || CommandResult::new(&udid, uuid.clone(), CommandStatus::Acknowledged);
-        let mut deliveries = vec![Delivery::Answer { not_now: false }];
+        let mut deliveries = vec![Delivery::CommandResult { not_now: false }];
 
         let result = match &envelope.command {
             Command::DeviceInformation(information) => {
@@ -130,7 +129,7 @@ impl Machine {
                 match self.schedule_os_update(payload, &mut deliveries) {
                     Some(response) => acknowledged().with_response(&response)?,
                     None => {
-                        deliveries = vec![Delivery::Answer { not_now: true }];
+                        deliveries = vec![Delivery::CommandResult { not_now: true }];
                         CommandResult::new(&udid, uuid.clone(), CommandStatus::NotNow)
                     }
                 }
@@ -218,7 +217,7 @@ impl Machine {
     }
 
     /// Runs a `ScheduleOSUpdate` and returns its response, or `None` when the
-    /// device answers NotNow.
+    /// device returns NotNow.
     fn schedule_os_update(
         &mut self,
         payload: &ScheduleOsUpdate,
@@ -405,7 +404,8 @@ impl Machine {
     }
 }
 
-/// The `InstallAction` a device echoes in its `UpdateResults`.
+/// Maps a requested `InstallAction` to the one a device echoes in its
+/// `UpdateResults`.
 fn result_action(action: InstallAction) -> UpdateResultAction {
     match action {
         InstallAction::Default | InstallAction::DownloadOnly => UpdateResultAction::DownloadOnly,
@@ -431,7 +431,7 @@ mod tests {
     use super::*;
     use crate::simulate::device::UpdatePhase;
     use crate::simulate::device::tests::{mac, target, ts};
-    use crate::simulate::mix::{Behaviour, FailureKind, FailurePlan};
+    use crate::simulate::profile::{Behaviour, FailureKind, FailurePlan};
     use jiff::SignedDuration;
     use osdeploy_shared::apple::mdm::{
         CommandEnvelope, DeviceInformation, parse_checkin, parse_result,
@@ -453,9 +453,9 @@ mod tests {
         )
     }
 
-    /// Answers `body` and returns the parsed result.
-    fn answer(machine: &mut Machine, body: &[u8]) -> CommandResult {
-        let outgoing = machine.answer(body).expect("command answered");
+    /// Builds the result for `body`, applies its deliveries, and returns it parsed.
+    fn respond(machine: &mut Machine, body: &[u8]) -> CommandResult {
+        let outgoing = machine.respond(body).expect("command result built");
         for delivery in &outgoing.deliveries {
             machine.delivered(delivery);
         }
@@ -463,7 +463,7 @@ mod tests {
     }
 
     fn update_status(machine: &mut Machine, uuid: &str) -> Vec<OsUpdateStatusItem> {
-        let result = answer(machine, &command(uuid, Command::OsUpdateStatus));
+        let result = respond(machine, &command(uuid, Command::OsUpdateStatus));
         result
             .os_update_status()
             .expect("valid response")
@@ -489,7 +489,7 @@ mod tests {
         let mut machine = mac("Europe/Berlin", Behaviour::NORMAL);
         machine.observe(ts("2026-09-01T08:00:00Z"));
 
-        let result = answer(&mut machine, &schedule("A1", InstallAction::DownloadOnly));
+        let result = respond(&mut machine, &schedule("A1", InstallAction::DownloadOnly));
         assert_eq!(result.status, CommandStatus::Acknowledged);
         assert_eq!(schedule_status(&result), UpdateResultStatus::Downloading);
         let response = result
@@ -530,10 +530,10 @@ mod tests {
         assert_eq!(items[0].status, OsUpdateState::Idle);
         assert!(items[0].is_downloaded);
 
-        let result = answer(&mut machine, &schedule("A5", InstallAction::InstallAsap));
+        let result = respond(&mut machine, &schedule("A5", InstallAction::InstallAsap));
         assert_eq!(schedule_status(&result), UpdateResultStatus::Installing);
         assert_eq!(phase(&machine), Some(UpdatePhase::Installing));
-        assert!(machine.record.told_installing);
+        assert!(machine.record.reported_installing);
         let items = update_status(&mut machine, "A6");
         assert_eq!(items[0].status, OsUpdateState::Installing);
 
@@ -547,7 +547,7 @@ mod tests {
         assert!(update_status(&mut machine, "A7").is_empty());
 
         let information = DeviceInformation::rollout_queries();
-        let result = answer(
+        let result = respond(
             &mut machine,
             &command("A8", Command::DeviceInformation(information)),
         );
@@ -559,7 +559,7 @@ mod tests {
             .query_responses;
         assert_eq!(answers.os_version.as_deref(), Some("26.6.2"));
         assert_eq!(answers.build_version.as_deref(), Some("25G83"));
-        assert!(machine.record.told_on_target);
+        assert!(machine.record.reported_on_target);
         assert!(machine.settled());
         assert_eq!(machine.counters.commands_answered, 8);
         assert_eq!(machine.counters.updates_installed, 1);
@@ -570,7 +570,7 @@ mod tests {
         let mut machine = mac("Europe/Berlin", Behaviour::NORMAL);
         machine.observe(ts("2026-09-01T08:00:00Z"));
 
-        let result = answer(&mut machine, &schedule("B1", InstallAction::InstallAsap));
+        let result = respond(&mut machine, &schedule("B1", InstallAction::InstallAsap));
 
         assert_eq!(schedule_status(&result), UpdateResultStatus::Downloading);
         machine.observe(ts("2026-09-01T08:45:00Z"));
@@ -603,9 +603,9 @@ mod tests {
             let mut machine = mac("Europe/Berlin", behaviour);
             machine.observe(ts("2026-09-01T08:00:00Z"));
 
-            let first = answer(&mut machine, &schedule("C1", action));
+            let first = respond(&mut machine, &schedule("C1", action));
             machine.observe(ts("2026-09-01T09:00:00Z"));
-            let retry = answer(&mut machine, &schedule("C2", action));
+            let retry = respond(&mut machine, &schedule("C2", action));
 
             assert_eq!(first.status, CommandStatus::Acknowledged, "{kind:?}");
             assert_eq!(schedule_status(&first), kind.update_status(), "{kind:?}");
@@ -633,7 +633,7 @@ mod tests {
         machine.observe(ts("2026-09-01T08:00:00Z"));
 
         for attempt in 1..=3u32 {
-            let result = answer(
+            let result = respond(
                 &mut machine,
                 &schedule(&format!("D{attempt}"), InstallAction::DownloadOnly),
             );
@@ -663,8 +663,8 @@ mod tests {
         let mut machine = mac("Europe/Berlin", behaviour);
         machine.observe(ts("2026-09-01T08:00:00Z"));
 
-        let first = answer(&mut machine, &schedule("E1", InstallAction::DownloadOnly));
-        let second = answer(&mut machine, &schedule("E1", InstallAction::DownloadOnly));
+        let first = respond(&mut machine, &schedule("E1", InstallAction::DownloadOnly));
+        let second = respond(&mut machine, &schedule("E1", InstallAction::DownloadOnly));
 
         assert_eq!(first.status, CommandStatus::NotNow);
         assert_eq!(first.command_uuid.as_deref(), Some("E1"));
@@ -680,7 +680,7 @@ mod tests {
         machine.device.os_version = "26.6.2".to_owned();
         machine.observe(ts("2026-09-01T08:00:00Z"));
 
-        let result = answer(&mut machine, &schedule("F1", InstallAction::InstallAsap));
+        let result = respond(&mut machine, &schedule("F1", InstallAction::InstallAsap));
 
         let response = result
             .schedule_os_update()
@@ -700,7 +700,7 @@ mod tests {
             InstallAction::DownloadOnly,
         );
 
-        let result = answer(
+        let result = respond(
             &mut machine,
             &command(
                 "G1",
@@ -775,10 +775,10 @@ mod tests {
 <plist version="1.0"><dict><key>CommandUUID</key><string>H1</string>
 <key>Command</key><dict><key>RequestType</key><string>EraseDevice</string></dict></dict></plist>"#;
 
-        let result = answer(&mut machine, body);
+        let result = respond(&mut machine, body);
 
         assert_eq!(result.status, CommandStatus::CommandFormatError);
         assert_eq!(result.command_uuid.as_deref(), Some("H1"));
-        assert!(machine.answer(b"not a plist").is_err());
+        assert!(machine.respond(b"not a plist").is_err());
     }
 }

@@ -13,14 +13,15 @@ use osdeploy_shared::apple::ddm::{
 };
 use serde_json::Value;
 
-use super::device::{Delivery, Job, Machine, Origin, Phase, at_or_above};
-use super::mix::TargetUpdate;
+use super::device::{Job, Machine, Origin, Phase, at_or_above};
+use super::profile::TargetUpdate;
+use super::truth::Delivery;
 use super::truth::SERVER_MAX_ATTEMPTS;
 
 /// The declarations a device holds, by identifier, with the
 /// `DeclarationsToken` of the manifest they came from.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct HeldDeclarations {
+pub(crate) struct DeclarationSet {
     pub(crate) token: Option<String>,
     declarations: BTreeMap<String, (DeclarationKind, Declaration)>,
 }
@@ -34,7 +35,7 @@ fn manifest_lists(manifest: &ManifestDeclarations) -> [(DeclarationKind, &Vec<Ma
     ]
 }
 
-impl HeldDeclarations {
+impl DeclarationSet {
     /// Lists the manifest entries that are new or whose `ServerToken`
     /// changed, which the device must fetch.
     pub(crate) fn to_fetch(
@@ -83,8 +84,8 @@ impl HeldDeclarations {
         self.token = Some(manifest.declarations_token.clone());
     }
 
-    /// Returns the identifiers of the configurations that an activation
-    /// holds activated.
+    /// Returns the identifiers of the configurations that some activation
+    /// lists.
     fn activated(&self) -> Vec<String> {
         self.declarations
             .values()
@@ -189,9 +190,9 @@ impl Machine {
         }
     }
 
-    /// The enforcement declaration is gone: the operation was cancelled, or
-    /// the server finished with this device. A DDM update that has not
-    /// started installing stops.
+    /// Handles the removal of the enforcement declaration, which means the
+    /// operation was cancelled or the server finished with this device. A DDM
+    /// update that has not started installing stops.
     fn enforcement_removed(&mut self) {
         let Some(job) = &self.job else {
             return;
@@ -423,7 +424,7 @@ mod tests {
     use super::*;
     use crate::simulate::device::UpdatePhase;
     use crate::simulate::device::tests::{mac, ts};
-    use crate::simulate::mix::Behaviour;
+    use crate::simulate::profile::Behaviour;
     use crate::simulate::truth::ExpectedStatus;
     use osdeploy_shared::apple::ddm::{StatusSubscriptions, parse_status_report};
 
@@ -466,14 +467,14 @@ mod tests {
     /// Syncs `machine` to `set` the way the transport does.
     fn sync(machine: &mut Machine, set: &[Declaration]) -> usize {
         let manifest = DeclarationItemsResponse::from_declarations(set).expect("valid manifest");
-        let wanted = machine.declarations.to_fetch(&manifest.declarations);
+        let to_fetch = machine.declarations.to_fetch(&manifest.declarations);
         let fetched = set
             .iter()
-            .filter(|d| wanted.iter().any(|(_, id)| *id == d.identifier))
+            .filter(|d| to_fetch.iter().any(|(_, id)| *id == d.identifier))
             .cloned()
             .collect();
         machine.apply_declarations(&manifest, fetched);
-        wanted.len()
+        to_fetch.len()
     }
 
     fn send_report(machine: &mut Machine) -> Option<osdeploy_shared::apple::ddm::ParsedStatus> {
@@ -558,7 +559,7 @@ mod tests {
         assert_eq!(report.os_version.as_deref(), Some("26.6.2"));
         assert_eq!(report.build_version.as_deref(), Some("25G83"));
         assert_eq!(report.install_state, Some(InstallState::None));
-        assert!(machine.record.told_on_target);
+        assert!(machine.record.reported_on_target);
         assert!(machine.settled());
     }
 
@@ -610,8 +611,8 @@ mod tests {
     #[test]
     fn failure_count_reported() {
         let behaviour = Behaviour {
-            failure: crate::simulate::mix::FailurePlan::Persistent(
-                crate::simulate::mix::FailureKind::DownloadInsufficientSpace,
+            failure: crate::simulate::profile::FailurePlan::Persistent(
+                crate::simulate::profile::FailureKind::DownloadInsufficientSpace,
             ),
             ..Behaviour::NORMAL
         };
@@ -658,7 +659,7 @@ mod tests {
 
         assert_eq!(report.install_state, Some(InstallState::Installing));
         assert!(
-            !machine.record.told_installing,
+            !machine.record.reported_installing,
             "the server reads MDM targets from command results"
         );
     }
@@ -686,6 +687,6 @@ mod tests {
         assert_eq!(report.install_state, Some(InstallState::Installing));
         let reason = report.install_reason.expect("install reason sent");
         assert_eq!(reason.reasons, vec![InstallReason::SystemSettings]);
-        assert!(machine.record.told_installing);
+        assert!(machine.record.reported_installing);
     }
 }

@@ -20,13 +20,11 @@ use jiff::{SignedDuration, Timestamp};
 use osdeploy_shared::catalog::{Catalog, DeviceIdentity};
 use osdeploy_shared::domain::OsVersion;
 
-use super::ddm::HeldDeclarations;
+use super::ddm::DeclarationSet;
 use super::error::SimError;
-use super::mix::{DeviceRole, FailureKind, FailurePlan, SimDevice, TargetUpdate, Timing};
+use super::profile::{FailureKind, FailurePlan, SimDevice, TargetUpdate, Timing};
 use super::rng::SplitMix64;
-use super::truth::{
-    DeviceCounters, DeviceTruth, ExpectedStatus, SERVER_MAX_ATTEMPTS, TargetRecord,
-};
+use super::truth::{DeviceCounters, TargetRecord};
 
 /// Failures after which a DDM device stops retrying and reports `failed`.
 pub(crate) const DDM_MAX_FAILURES: u32 = 3;
@@ -35,7 +33,7 @@ pub(crate) const DDM_MAX_FAILURES: u32 = 3;
 /// user to install it early from Settings.
 const MIN_EARLY_INSTALL_WINDOW: SignedDuration = SignedDuration::from_mins(10);
 
-/// Where an update job stands.
+/// Progress of an update job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Accepted over MDM, not started because the attempt failed.
@@ -65,7 +63,7 @@ pub(crate) enum Phase {
     GaveUp,
 }
 
-/// What a DDM device retries after waiting.
+/// The step a DDM device retries after waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Resume {
     Download,
@@ -102,14 +100,14 @@ impl Phase {
         }
     }
 
-    /// Whether the install has started, after which neither a cancellation
-    /// nor a new instruction stops it.
+    /// Returns whether the install has started. From then on neither a
+    /// cancellation nor a new instruction stops it.
     pub(crate) fn is_installing(self) -> bool {
         matches!(self, Phase::Installing { .. } | Phase::Rebooting { .. })
     }
 }
 
-/// Who asked for the update.
+/// Source of the update instruction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Origin {
     Mdm,
@@ -190,7 +188,7 @@ pub(crate) struct Machine {
     zone: TimeZone,
     timing: Timing,
     /// The scenario target for this device's platform.
-    scenario_target: TargetUpdate,
+    pub(crate) scenario_target: TargetUpdate,
     rng: SplitMix64,
     /// Latest server time seen.
     now: Option<Timestamp>,
@@ -201,7 +199,7 @@ pub(crate) struct Machine {
     pub(crate) ddm_enabled: bool,
     /// The server asked for a declaration sync.
     pub(crate) sync_requested: bool,
-    pub(crate) declarations: HeldDeclarations,
+    pub(crate) declarations: DeclarationSet,
     /// The declaration set changed since the last status report.
     pub(crate) declarations_changed: bool,
     /// Status items as last accepted by the server, by dotted name.
@@ -242,7 +240,7 @@ impl Machine {
             enrolled: false,
             ddm_enabled: false,
             sync_requested: false,
-            declarations: HeldDeclarations::default(),
+            declarations: DeclarationSet::default(),
             declarations_changed: false,
             reported: Default::default(),
             not_now_sent: false,
@@ -484,8 +482,9 @@ impl Machine {
         SignedDuration::from_secs(self.rng.between(low.as_secs(), high.as_secs()))
     }
 
-    /// Returns the failure this attempt hits, if the device's plan says so.
-    /// `install` selects the install phase, otherwise the download phase.
+    /// Returns the failure this attempt hits under the device's failure
+    /// plan, if any. `install` selects the install phase, otherwise the
+    /// download phase.
     pub(crate) fn planned_failure(&mut self, install: bool) -> Option<FailureKind> {
         match self.device.behaviour.failure {
             FailurePlan::Transient(kind)
@@ -530,8 +529,8 @@ impl Machine {
         };
     }
 
-    /// The update finished preparing at `at`: install it now if that was
-    /// requested or the deadline passed, and pick the user's early install
+    /// Marks the update prepared at `at`. Installs it at once when that was
+    /// requested or the deadline passed, and picks the user's early install
     /// time if the device has one.
     fn prepared(&mut self, job: &mut Job, at: Timestamp) {
         job.phase = Phase::Prepared;
@@ -556,8 +555,8 @@ impl Machine {
         }
     }
 
-    /// A DDM device's attempt failed at `at`: count it, then wait and retry,
-    /// or give up after [`DDM_MAX_FAILURES`].
+    /// Records a DDM attempt that failed at `at`, then waits to retry, or
+    /// gives up after [`DDM_MAX_FAILURES`].
     fn fail_by_itself(&mut self, job: &mut Job, kind: FailureKind, at: Timestamp, resume: Resume) {
         job.failures += 1;
         job.last_failure = Some((kind, at));
@@ -574,8 +573,8 @@ impl Machine {
         };
     }
 
-    /// An MDM attempt failed in the command result: count it and leave the
-    /// job where it was, for the server's retry.
+    /// Records an MDM attempt that fails in the command result. The job
+    /// stays where it was until the server retries.
     pub(crate) fn fail_in_result(&mut self, job: &mut Job, kind: FailureKind) {
         job.failures += 1;
         job.last_failure = Some((kind, self.now()));
@@ -583,11 +582,11 @@ impl Machine {
         tracing::debug!(device_id = %self.device.udid, reason = kind.reason(), failures = job.failures, "simulated update failure");
     }
 
-    /// The reboot finished: the device runs the new OS.
+    /// Finishes the reboot: the device runs the new OS.
     fn finish(&mut self, job: &Job) {
         self.device.os_version = job.target.version.clone();
         self.device.build_version = job.target.build.clone();
-        self.device.ddm_capable = super::mix::ddm_capable(
+        self.device.ddm_capable = super::profile::ddm_capable(
             self.device.platform,
             &self.device.os_version,
             self.device.supervised,
@@ -599,7 +598,7 @@ impl Machine {
     /// Looks up the build the catalog prefers for `version` on this device;
     /// `None` when the catalog does not list the version for it.
     pub(crate) fn catalog_build(&self, version: &str) -> Option<String> {
-        let wanted: OsVersion = version.parse().ok()?;
+        let requested: OsVersion = version.parse().ok()?;
         let current: OsVersion = self.device.os_version.parse().ok()?;
         let identity = DeviceIdentity {
             model: &self.device.model,
@@ -613,138 +612,24 @@ impl Machine {
             .listed_updates(&identity)
             .into_iter()
             .find(|update| {
-                !update.background_security_improvement && update.product_version == wanted
+                !update.background_security_improvement && update.product_version == requested
             })
             .map(|update| update.build.clone())
     }
-
-    /// The operation holding this device was cancelled. The target stays
-    /// installed when the server already saw the install start, and failed
-    /// when the server already gave up.
-    pub(crate) fn cancel(&mut self) {
-        match self.expected() {
-            None => {
-                if self.device.role == DeviceRole::Updatable {
-                    self.record.start(self.scenario_target.clone());
-                    self.record.cancelled = true;
-                }
-            }
-            Some(ExpectedStatus::Obsolete | ExpectedStatus::Cancelled) => {}
-            Some(_) => {
-                let record = &self.record;
-                let final_on_server = record.told_installing
-                    || record.told_on_target
-                    || record.failures_reported >= SERVER_MAX_ATTEMPTS;
-                if !final_on_server {
-                    self.record.cancelled = true;
-                }
-            }
-        }
-    }
-
-    /// Returns the final status the server should give this device's target.
-    pub(crate) fn expected(&self) -> Option<ExpectedStatus> {
-        match self.device.role {
-            DeviceRole::Unsupervised => return None,
-            DeviceRole::AlreadyOnTarget if self.record.target.is_none() => {
-                return Some(ExpectedStatus::Obsolete);
-            }
-            _ => {}
-        }
-        self.record.target.as_ref()?;
-        let record = &self.record;
-        if record.cancelled {
-            return Some(ExpectedStatus::Cancelled);
-        }
-        if record.told_on_target {
-            return Some(ExpectedStatus::Installed);
-        }
-        if record.failures_reported >= SERVER_MAX_ATTEMPTS {
-            return Some(ExpectedStatus::Failed);
-        }
-        match self.device.behaviour.failure {
-            FailurePlan::Persistent(_) => Some(ExpectedStatus::Failed),
-            _ => Some(ExpectedStatus::Installed),
-        }
-    }
-
-    /// Returns whether the server has everything it needs to reach the
-    /// expected status.
-    pub(crate) fn settled(&self) -> bool {
-        match self.expected() {
-            None => false,
-            Some(ExpectedStatus::Obsolete | ExpectedStatus::Cancelled) => true,
-            Some(ExpectedStatus::Installed) => self.record.told_on_target,
-            Some(ExpectedStatus::Failed) => self.record.failures_reported >= SERVER_MAX_ATTEMPTS,
-        }
-    }
-
-    pub(crate) fn truth(&self) -> DeviceTruth {
-        let target = match (self.device.role, &self.record.target) {
-            (_, Some(target)) => Some(target.clone()),
-            (DeviceRole::AlreadyOnTarget, None) => Some(self.scenario_target.clone()),
-            _ => None,
-        };
-        DeviceTruth {
-            udid: self.device.udid.clone(),
-            target,
-            expected: self.expected(),
-            settled: self.settled(),
-            counters: self.counters.clone(),
-        }
-    }
-
-    /// Notes that the server accepted a report of this device's state.
-    pub(crate) fn delivered(&mut self, delivery: &Delivery) {
-        match delivery {
-            Delivery::Answer { not_now } => {
-                self.counters.commands_answered += 1;
-                if *not_now {
-                    self.counters.not_nows += 1;
-                }
-            }
-            Delivery::Installing => self.record.told_installing = true,
-            Delivery::OnTarget(version) => {
-                let reached = self
-                    .record
-                    .target
-                    .as_ref()
-                    .is_some_and(|target| at_or_above(version, &target.version));
-                if reached {
-                    self.record.told_on_target = true;
-                }
-            }
-            Delivery::Failures(count) => {
-                self.record.failures_reported = self.record.failures_reported.max(*count);
-            }
-        }
-    }
-}
-
-/// A fact that reaches the server once the request carrying it succeeds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Delivery {
-    /// A command result other than an Idle poll.
-    Answer { not_now: bool },
-    /// The install started.
-    Installing,
-    /// The device runs this OS version.
-    OnTarget(String),
-    /// The job has failed this many times.
-    Failures(u32),
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::simulate::mix::{Behaviour, FailurePlan};
+    use crate::simulate::profile::{Behaviour, DeviceRole, FailurePlan};
+    use crate::simulate::truth::{ExpectedStatus, SERVER_MAX_ATTEMPTS};
     use osdeploy_shared::domain::Platform;
 
     pub(crate) fn ts(text: &str) -> Timestamp {
         text.parse().expect("valid timestamp literal")
     }
 
-    /// A supervised MacBook Pro (13-inch, M2, 2022) on macOS 15.7.7 in `zone`.
+    /// Returns a supervised MacBook Pro (13-inch, M2, 2022) on macOS 15.7.7 in `zone`.
     pub(crate) fn mac(zone: &str, behaviour: Behaviour) -> Machine {
         let device = SimDevice {
             udid: "5D2C4A18-7B3E-4F0A-9C61-2E8D0B7A4F13".to_owned(),
@@ -983,8 +868,8 @@ pub(crate) mod tests {
         for (installing, on_target, failures, expected) in cases {
             let mut machine = mac("Europe/Berlin", Behaviour::NORMAL);
             machine.ensure_job(&target(), Origin::Mdm);
-            machine.record.told_installing = installing;
-            machine.record.told_on_target = on_target;
+            machine.record.reported_installing = installing;
+            machine.record.reported_on_target = on_target;
             machine.record.failures_reported = failures;
 
             machine.cancel();

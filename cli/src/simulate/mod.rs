@@ -2,7 +2,7 @@
 //!
 //! A [`Fleet`] enrolls simulated Macs and iPhones with a running osdeploy
 //! server over the real MDM and DDM protocols, then plays them through the
-//! OS updates the server asks for. Each device runs its timers on the
+//! OS updates the server requests. Each device runs its timers on the
 //! server's clock, which it reads from the `Date` header of every reply, so
 //! an accelerated server clock speeds the whole fleet up.
 //!
@@ -38,6 +38,7 @@ mod ddm;
 mod device;
 mod error;
 mod mix;
+mod profile;
 mod rng;
 mod session;
 mod truth;
@@ -53,7 +54,7 @@ use tokio::task::JoinSet;
 pub use clock::parse_http_date;
 pub use device::UpdatePhase;
 pub use error::SimError;
-pub use mix::{
+pub use profile::{
     Behaviour, DeviceRole, FailureKind, FailurePlan, FleetMix, ScenarioTargets, SimDevice,
     TargetUpdate, Timing,
 };
@@ -86,7 +87,7 @@ pub struct FleetConfig {
     pub concurrency: usize,
     /// APNs topic the devices send in their check-ins.
     pub topic: String,
-    /// Most HTTP requests over the fleet's lifetime; requests beyond it
+    /// Maximum HTTP requests over the fleet's lifetime; requests beyond it
     /// fail with [`SimError::RequestBudget`].
     pub max_requests: u64,
     /// Wall-clock pause between ticks of [`Fleet::run_until`].
@@ -133,7 +134,7 @@ impl FleetConfig {
     }
 }
 
-/// What one tick did.
+/// Summary of one tick.
 #[derive(Debug, Default)]
 pub struct TickReport {
     /// Devices that checked in.
@@ -188,7 +189,7 @@ pub struct FleetStats {
     pub ticks: u64,
 }
 
-/// What a task does with its device.
+/// Kind of work a task does for its device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Work {
     Enroll,
@@ -293,7 +294,7 @@ impl Fleet {
 
     /// Records that the operation holding this device was cancelled. DDM
     /// devices notice the cancellation themselves when their enforcement
-    /// declaration disappears; MDM devices are not told, so the caller must
+    /// declaration disappears. MDM devices get no signal, so the caller must
     /// call this for the ground truth to say `cancelled`.
     ///
     /// # Errors
@@ -305,10 +306,11 @@ impl Fleet {
         Ok(())
     }
 
-    /// Returns the final status the server should give this device's target
-    /// (`installed`, `failed`, `obsolete` or `cancelled`); `None` for a
-    /// device that was never instructed to update and is not on target, and
-    /// for unsupervised Macs.
+    /// Returns the final status the server should give this device's target:
+    /// `installed`, `failed`, `obsolete` or `cancelled`.
+    ///
+    /// Returns `None` for unsupervised Macs, and for a device that was never
+    /// instructed to update and does not run the scenario target.
     ///
     /// A device on the scenario target reads `obsolete` whether or not the
     /// caller made it a target.
@@ -325,8 +327,9 @@ impl Fleet {
 
     /// Enrolls every device not enrolled yet: `Authenticate`, `TokenUpdate`
     /// and a first check-in, with [`FleetConfig::concurrency`] devices at a
-    /// time. Devices that fail stay unenrolled, and a later call retries
-    /// them.
+    /// time. A device whose `Authenticate` or `TokenUpdate` fails stays
+    /// unenrolled, and a later call retries it. A device whose first
+    /// check-in fails is enrolled and checks in again at a later tick.
     ///
     /// # Errors
     ///

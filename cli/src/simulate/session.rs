@@ -24,14 +24,15 @@ const CHECKIN_CONTENT_TYPE: &str = "application/x-apple-aspen-mdm-checkin";
 /// Content type of command results.
 const RESULT_CONTENT_TYPE: &str = "application/x-apple-aspen-mdm";
 
-/// Most commands one check-in answers. A command left over stays sent on
-/// the server, which sends it again at the next Idle poll.
+/// Maximum commands one check-in responds to. A command left over stays
+/// sent on the server, which sends it again at the next Idle poll.
 const MAX_COMMANDS_PER_CHECK_IN: usize = 16;
 
-/// Most declarations one sync fetches; the rest wait for the next sync.
+/// Maximum declarations one sync fetches. A manifest with more new ones is
+/// skipped and logged.
 const MAX_DECLARATION_FETCHES: usize = 32;
 
-/// Longest server reply body quoted in an error.
+/// Maximum bytes of a server reply quoted in an error.
 const MAX_QUOTED_BODY: usize = 300;
 
 /// State shared by every request of a fleet.
@@ -165,6 +166,7 @@ impl Transport {
                 limit: self.shared.max_requests,
             });
         }
+
         let url = format!("{}{path}", self.base);
         let failed = |source| SimError::Request {
             udid: udid.to_owned(),
@@ -180,27 +182,20 @@ impl Transport {
             .send()
             .await
             .map_err(failed)?;
+
         let status = response.status();
         let date = response
             .headers()
             .get(DATE)
             .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         let bytes = response.bytes().await.map_err(failed)?;
+
         if !status.is_success() {
-            let mut text = String::from_utf8_lossy(&bytes).trim().to_owned();
-            if text.len() > MAX_QUOTED_BODY {
-                let cut = (0..=MAX_QUOTED_BODY)
-                    .rev()
-                    .find(|index| text.is_char_boundary(*index))
-                    .unwrap_or(0);
-                text.truncate(cut);
-                text.push('…');
-            }
             return Err(SimError::Status {
                 udid: udid.to_owned(),
                 request: request.to_owned(),
                 status: status.as_u16(),
-                body: text,
+                body: quote(&bytes),
             });
         }
         let Some(server_time) = date
@@ -213,6 +208,7 @@ impl Transport {
                 value: date,
             });
         };
+
         self.shared.observe(server_time);
         Ok(Reply {
             date: server_time,
@@ -252,6 +248,21 @@ impl Transport {
     }
 }
 
+/// Returns a reply body as text for an error, cut to [`MAX_QUOTED_BODY`]
+/// bytes.
+fn quote(body: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(body).trim().to_owned();
+    if text.len() > MAX_QUOTED_BODY {
+        let cut = (0..=MAX_QUOTED_BODY)
+            .rev()
+            .find(|index| text.is_char_boundary(*index))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
 fn wire(machine: &Machine, request: &str, source: osdeploy_shared::apple::WireError) -> SimError {
     SimError::Wire {
         udid: machine.device.udid.clone(),
@@ -273,7 +284,7 @@ fn json<T: serde::de::DeserializeOwned>(
 }
 
 /// Enrolls the device: `Authenticate`, `TokenUpdate`, then a first
-/// check-in that answers the server's inventory query (and, on DDM devices,
+/// check-in that returns the inventory the server queries (and, on DDM devices,
 /// syncs declarations and sends the first status report).
 pub(crate) async fn enroll(
     machine: &mut Machine,
@@ -310,7 +321,7 @@ pub(crate) async fn check_in(
     Ok(())
 }
 
-/// Polls for commands and answers them, then on DDM devices syncs the
+/// Polls for commands and sends their results, then on DDM devices syncs the
 /// declarations and sends a status report if anything changed.
 async fn exchange(machine: &mut Machine, transport: &Transport) -> Result<(), SimError> {
     command_loop(machine, transport).await?;
@@ -321,8 +332,9 @@ async fn exchange(machine: &mut Machine, transport: &Transport) -> Result<(), Si
     Ok(())
 }
 
-/// Sends an Idle poll, then answers each command the server returns until
-/// the server has none left or [`MAX_COMMANDS_PER_CHECK_IN`] are answered.
+/// Sends an Idle poll, then the result of each command the server returns,
+/// until the server has no command left or [`MAX_COMMANDS_PER_CHECK_IN`]
+/// results are sent.
 async fn command_loop(machine: &mut Machine, transport: &Transport) -> Result<(), SimError> {
     let mut outgoing: Outgoing = machine
         .idle_poll()
@@ -350,7 +362,7 @@ async fn command_loop(machine: &mut Machine, transport: &Transport) -> Result<()
         }
         let request = format!("reply to {}", outgoing.request);
         outgoing = machine
-            .answer(&reply.body)
+            .respond(&reply.body)
             .map_err(|source| wire(machine, &request, source))?;
         answered += 1;
     }
@@ -375,13 +387,13 @@ async fn sync_declarations(machine: &mut Machine, transport: &Transport) -> Resu
         .await?;
     let manifest: DeclarationItemsResponse =
         json(machine, "DDM declaration-items check-in", &reply.body)?;
-    let wanted = machine.declarations.to_fetch(&manifest.declarations);
-    if wanted.len() > MAX_DECLARATION_FETCHES {
-        tracing::warn!(device_id = %machine.device.udid, count = wanted.len(), "manifest lists more new declarations than one sync fetches; skipping this sync");
+    let to_fetch = machine.declarations.to_fetch(&manifest.declarations);
+    if to_fetch.len() > MAX_DECLARATION_FETCHES {
+        tracing::warn!(device_id = %machine.device.udid, count = to_fetch.len(), "manifest lists more new declarations than one sync fetches; skipping this sync");
         return Ok(());
     }
-    let mut fetched = Vec::with_capacity(wanted.len());
-    for (kind, identifier) in wanted {
+    let mut fetched = Vec::with_capacity(to_fetch.len());
+    for (kind, identifier) in to_fetch {
         let endpoint = DdmEndpoint::Declaration { kind, identifier };
         let request = format!("DDM {endpoint} check-in");
         let reply = transport.declarative(machine, &endpoint, None).await?;

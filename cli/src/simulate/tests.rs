@@ -1,9 +1,10 @@
 //! Fleet runs against a small in-process MDM server on 127.0.0.1 that
-//! speaks the wire protocol with fixed rules: it queues DeviceInformation
-//! after the first TokenUpdate, turns on declarative management for
-//! DDM-capable devices, and serves one enforcement declaration to all of
-//! them once the test switches it on. Its clock is set by the test and sent
-//! in every `Date` header.
+//! speaks the wire protocol with fixed rules.
+//!
+//! The server queues DeviceInformation after the first TokenUpdate and turns
+//! on declarative management for DDM-capable devices. Once the test switches
+//! enforcement on, it serves one enforcement declaration to all of them. The
+//! test sets its clock, which it sends in every `Date` header.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -39,7 +40,7 @@ struct FakeState {
     queues: HashMap<String, VecDeque<Vec<u8>>>,
     /// `(udid, MessageType)` of every check-in, in order.
     checkins: Vec<(String, String)>,
-    /// Inventory answers by UDID.
+    /// Inventory query responses by UDID.
     inventory: HashMap<String, QueryResponses>,
     /// Status reports by UDID, in order.
     statuses: HashMap<String, Vec<ParsedStatus>>,
@@ -111,7 +112,7 @@ impl FakeServer {
     }
 }
 
-/// Applies the server's DDM rule to an inventory answer.
+/// Applies the server's DDM rule to an inventory response.
 fn reports_ddm_capable(answers: &QueryResponses) -> bool {
     let major = answers
         .os_version
