@@ -105,23 +105,23 @@ enum BenchError {
     BareListen(#[source] std::io::Error),
     #[error("could not build the HTTP client")]
     Client(#[source] reqwest::Error),
-    #[error("{what} failed")]
+    #[error("{context} failed")]
     Http {
-        what: String,
+        context: String,
         #[source]
         source: reqwest::Error,
     },
-    #[error("{what} returned HTTP {status}: {body}")]
+    #[error("{context} returned HTTP {status}: {body}")]
     Status {
-        what: String,
+        context: String,
         status: u16,
         body: String,
     },
     #[error("could not encode a device message")]
     Wire(#[from] osdeploy_shared::apple::WireError),
-    #[error("could not encode or decode JSON for {what}")]
+    #[error("could not encode or decode JSON for {context}")]
     Json {
-        what: &'static str,
+        context: &'static str,
         #[source]
         source: serde_json::Error,
     },
@@ -449,7 +449,7 @@ impl Phone {
         dict.insert("Endpoint".into(), endpoint.into());
         if let Some(data) = data {
             let bytes = serde_json::to_vec(data).map_err(|source| BenchError::Json {
-                what: "a status report",
+                context: "a status report",
                 source,
             })?;
             dict.insert("Data".into(), plist::Value::Data(bytes));
@@ -469,17 +469,17 @@ async fn device_put(
     client: &reqwest::Client,
     url: &str,
     body: Bytes,
-    what: &str,
+    context: &str,
 ) -> Result<Bytes, BenchError> {
     let (status, reply) = send_put(client, url, body)
         .await
         .map_err(|source| BenchError::Http {
-            what: what.to_string(),
+            context: context.to_string(),
             source,
         })?;
     if status != 200 {
         return Err(BenchError::Status {
-            what: what.to_string(),
+            context: context.to_string(),
             status,
             body: String::from_utf8_lossy(&reply).into_owned(),
         });
@@ -492,10 +492,10 @@ async fn device_put(
 async fn enroll(client: &reqwest::Client, base: &str, phone: &Phone) -> Result<usize, BenchError> {
     let checkin = format!("{base}/mdm/checkin");
     let connect = format!("{base}/mdm/connect");
-    let what = format!("enrolling {}", phone.udid);
-    device_put(client, &checkin, phone.authenticate()?, &what).await?;
-    device_put(client, &checkin, phone.token_update()?, &what).await?;
-    let mut reply = device_put(client, &connect, phone.idle()?, &what).await?;
+    let context = format!("enrolling {}", phone.udid);
+    device_put(client, &checkin, phone.authenticate()?, &context).await?;
+    device_put(client, &checkin, phone.token_update()?, &context).await?;
+    let mut reply = device_put(client, &connect, phone.idle()?, &context).await?;
     for answered in 0..=MAX_ENROLL_COMMANDS {
         if reply.is_empty() {
             return Ok(3 + answered);
@@ -503,7 +503,7 @@ async fn enroll(client: &reqwest::Client, base: &str, phone: &Phone) -> Result<u
         if answered == MAX_ENROLL_COMMANDS {
             break;
         }
-        reply = device_put(client, &connect, phone.acknowledge(&reply)?, &what).await?;
+        reply = device_put(client, &connect, phone.acknowledge(&reply)?, &context).await?;
     }
     Err(BenchError::Unexpected(format!(
         "{} still had commands queued after acknowledging {MAX_ENROLL_COMMANDS} of them",
@@ -594,16 +594,16 @@ async fn admin_json(
     if let Some(body) = body {
         request = request.json(body);
     }
-    let what = format!("admin request {url}");
+    let context = format!("admin request {url}");
     let response = request.send().await.map_err(|source| BenchError::Http {
-        what: what.clone(),
+        context: context.clone(),
         source,
     })?;
     let status = response.status().as_u16();
     let text = response
         .text()
         .await
-        .map_err(|source| BenchError::Http { what, source })?;
+        .map_err(|source| BenchError::Http { context, source })?;
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Ok((status, value))
 }
@@ -618,6 +618,8 @@ struct Measured {
     creation: Creation,
     reports: Vec<ReportLevel>,
     database_bytes: u64,
+    /// The database directory and the file system it is on.
+    database_location: String,
 }
 
 struct Enrollment {
@@ -746,7 +748,31 @@ async fn measure_servers(
         creation,
         reports,
         database_bytes,
+        database_location: describe_location(dir.path()),
     })
+}
+
+/// Names `dir` with the type and source of the file system it is on, from
+/// the longest matching mount point in `/proc/mounts`. Commits wait for the
+/// file system when SQLite syncs, so the type matters to the numbers.
+fn describe_location(dir: &Path) -> String {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mount = mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                [source, point, kind, ..] if dir.starts_with(point) => {
+                    Some((point.len(), *source, *kind))
+                }
+                _ => None,
+            }
+        })
+        .max_by_key(|(length, _, _)| *length);
+    match mount {
+        Some((_, source, kind)) => format!("{} ({kind} on {source})", dir.display()),
+        None => dir.display().to_string(),
+    }
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -849,7 +875,7 @@ async fn create_operation(
     });
     let request_bytes = serde_json::to_vec(&request)
         .map_err(|source| BenchError::Json {
-            what: "the create-operation request",
+            context: "the create-operation request",
             source,
         })?
         .len();
@@ -860,7 +886,7 @@ async fn create_operation(
     let elapsed = started.elapsed();
     if status != 201 {
         return Err(BenchError::Status {
-            what: "creating the operation".into(),
+            context: "creating the operation".into(),
             status,
             body: created.to_string(),
         });
@@ -941,16 +967,16 @@ async fn enforcement_of(
 ) -> Result<(String, String, String), BenchError> {
     let url = format!("{base}/mdm/checkin");
 
-    let what = format!("declaration-items for {}", phone.udid);
+    let context = format!("declaration-items for {}", phone.udid);
     let reply = device_put(
         client,
         &url,
         phone.declarative("declaration-items", None)?,
-        &what,
+        &context,
     )
     .await?;
     let items: Value = serde_json::from_slice(&reply).map_err(|source| BenchError::Json {
-        what: "declaration-items",
+        context: "declaration-items",
         source,
     })?;
     let enforcement = items["Declarations"]["Configurations"]
@@ -978,10 +1004,10 @@ async fn enforcement_of(
         .to_string();
 
     let endpoint = format!("declaration/configuration/{identifier}");
-    let what = format!("enforcement declaration for {}", phone.udid);
-    let reply = device_put(client, &url, phone.declarative(&endpoint, None)?, &what).await?;
+    let context = format!("enforcement declaration for {}", phone.udid);
+    let reply = device_put(client, &url, phone.declarative(&endpoint, None)?, &context).await?;
     let declaration: Value = serde_json::from_slice(&reply).map_err(|source| BenchError::Json {
-        what: "the enforcement declaration",
+        context: "the enforcement declaration",
         source,
     })?;
     let build = declaration["Payload"]["TargetBuildVersion"]
@@ -1005,7 +1031,7 @@ async fn status_count(
     let (code, view) = admin_json(client, reqwest::Method::GET, &url, None).await?;
     if code != 200 {
         return Err(BenchError::Status {
-            what: format!("reading operation {operation_id}"),
+            context: format!("reading operation {operation_id}"),
             status: code,
             body: view.to_string(),
         });
@@ -1295,7 +1321,7 @@ fn watch_peak(child: &mut std::process::Child, timeout: Duration) -> Watched {
     watched
 }
 
-/// The `osdeploy` binary in the same directory as this one.
+/// Returns the path of the `osdeploy` binary in the same directory as this one.
 fn demo_executable() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     Some(exe.parent()?.join("osdeploy"))
@@ -1619,7 +1645,7 @@ fn render_other(out: &mut String, args: &Args, measured: &Measured, demo: &DemoO
     let _ = writeln!(out, "\n| Other measurement | Result |\n|---|---|");
     let _ = writeln!(
         out,
-        "| Enrollment ({} clients; Authenticate, TokenUpdate, Idle, answer DeviceInformation) | {} of {} devices in {:.1} s ({:.0} devices/s, {} requests, {} failed{}, stopped by {}) |",
+        "| Enrollment ({} clients; Authenticate, TokenUpdate, Idle, acknowledge DeviceInformation) | {} of {} devices in {:.1} s ({:.0} devices/s, {} requests, {} failed{}, stopped by {}) |",
         args.enroll_concurrency,
         enrollment.enrolled,
         enrollment.requested,
@@ -1637,6 +1663,7 @@ fn render_other(out: &mut String, args: &Args, measured: &Measured, demo: &DemoO
             Stop::Time => "time",
         },
     );
+
     let verified = match creation.total_devices {
         Some(n) if n == creation.targets_requested as i64 => {
             format!("total_devices {n}, as requested")
@@ -1656,6 +1683,7 @@ fn render_other(out: &mut String, args: &Args, measured: &Measured, demo: &DemoO
         creation.elapsed.as_secs_f64(),
         creation.targets_requested as f64 / creation.elapsed.as_secs_f64().max(f64::EPSILON),
     );
+
     let changing_requests: usize = measured
         .reports
         .iter()
@@ -1673,10 +1701,12 @@ fn render_other(out: &mut String, args: &Args, measured: &Measured, demo: &DemoO
             changing_events as f64 / changing_requests as f64
         );
     }
+
     let _ = writeln!(
         out,
-        "| Database size after the run (file and WAL) | {:.1} MiB |",
-        measured.database_bytes as f64 / 1024.0 / 1024.0
+        "| Database size after the run (file and WAL) | {:.1} MiB in {} |",
+        measured.database_bytes as f64 / 1024.0 / 1024.0,
+        measured.database_location
     );
     let _ = writeln!(
         out,
@@ -1697,19 +1727,19 @@ fn render_budget(out: &mut String, measured: &Measured) {
     let mut runs: Vec<(String, Run)> = measured
         .checkins
         .iter()
-        .map(|(clients, real, _)| (format!("check-ins at {clients} clients"), real.clone()))
+        .map(|(clients, real, _)| (format!("check-ins at concurrency {clients}"), real.clone()))
         .collect();
     for level in &measured.reports {
         runs.push((
             format!(
-                "status reports that move a target at {} clients",
+                "status reports that move a target at concurrency {}",
                 level.concurrency
             ),
             merged_changing(level),
         ));
         runs.push((
             format!(
-                "status reports that change nothing at {} clients",
+                "status reports that change nothing at concurrency {}",
                 level.concurrency
             ),
             level.unchanged.run.clone(),

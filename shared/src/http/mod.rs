@@ -36,6 +36,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Only the admin API under `/api/v1`, for its own Lambda function.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/v1", admin::routes(state.clone()))
+        .layer(middleware::from_fn_with_state(state.clone(), date_header))
+        .with_state(state)
+}
+
+/// Only the device endpoints, for their own Lambda functions.
+pub fn device_router(state: AppState) -> Router {
+    Router::new()
+        .merge(device::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), date_header))
+        .with_state(state)
+}
+
 /// Stamps responses with the service clock, which can run accelerated in
 /// demos: simulated devices read the server's time from `Date`.
 async fn date_header(State(state): State<AppState>, request: Request, next: Next) -> Response {
