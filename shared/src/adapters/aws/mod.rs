@@ -5,6 +5,14 @@
 //! runs always pass an explicit endpoint and static credentials, so nothing
 //! probes the instance-metadata address or reaches a real AWS endpoint.
 
+pub mod eventbridge;
+pub mod s3;
+pub mod scheduler;
+
+pub use eventbridge::EventBridgePublisher;
+pub use s3::S3BlobStore;
+pub use scheduler::{EventBridgeScheduler, SchedulerSettings};
+
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 
