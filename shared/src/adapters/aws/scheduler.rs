@@ -360,10 +360,11 @@ pub struct AtExpression {
 /// Builds the one-time expression that fires at `due_at`, written as the
 /// wall-clock time in `zone_name`.
 ///
-/// The wall time comes from the instant, so it never falls in a DST gap
-/// (EventBridge Scheduler skips wall times that do not exist). When it falls
-/// in a fold, it names two instants and AWS does not document which one a
-/// one-time schedule takes, so the expression is written in UTC instead.
+/// The wall time comes from the instant, so it never falls in a DST gap.
+/// That matters because AWS documents that EventBridge Scheduler skips a
+/// cron time inside a gap, and documents no rule for `at()`. When the wall
+/// time falls in a fold, it names two instants and AWS does not document
+/// which one a one-time schedule takes, so the expression is written in UTC.
 /// Either way it names exactly `due_at`, the instant the local scheduler
 /// uses. A fraction of a second rounds up, so it never fires early.
 ///
