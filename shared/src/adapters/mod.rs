@@ -1,11 +1,16 @@
 //! Adapters behind the ports: the embedded SQLite store, the local
-//! scheduler and the recorded push.
+//! scheduler, export files in a folder, the in-process event channel and
+//! the recorded push.
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod local_blobs;
+pub mod local_publisher;
 pub mod local_scheduler;
 pub mod push;
 pub mod sqlite;
 
+pub use local_blobs::LocalBlobStore;
+pub use local_publisher::ChannelPublisher;
 pub use push::RecordedPush;
 pub use sqlite::SqliteStore;

@@ -1,4 +1,4 @@
-//! Contract suites for the storage ports, shared by every adapter.
+//! Contract suites for the storage and blob ports, shared by every adapter.
 //!
 //! Each behaviour is a public async function that drives an adapter only
 //! through the port traits and panics, with a message naming the broken
@@ -3150,6 +3150,203 @@ pub mod schedules {
             store.cancel_operation_schedules("op-unknown").await,
             "cancel_operation_schedules of an operation without schedules",
         );
+    }
+}
+
+/// Contract of [`BlobStore`](crate::ports::BlobStore).
+pub mod blobs {
+    use jiff::SignedDuration;
+
+    use crate::ports::{BlobStore, MAX_DOWNLOAD_URL_EXPIRY, StoreError, StoreResult};
+
+    use super::expect_ok;
+
+    /// Runs every blob-store behaviour, each on a fresh store from `new_store`.
+    pub async fn run_all<S, F, Fut>(new_store: F)
+    where
+        S: BlobStore,
+        F: Fn() -> Fut,
+        Fut: Future<Output = S>,
+    {
+        get_returns_stored_body(&new_store().await).await;
+        put_replaces_body(&new_store().await).await;
+        delete_is_idempotent(&new_store().await).await;
+        keys_sharing_prefix_stay_apart(&new_store().await).await;
+        invalid_keys_are_rejected(&new_store().await).await;
+        download_url_checks_expiry(&new_store().await).await;
+    }
+
+    /// Keys that break the rules of [`crate::ports::validate_blob_key`],
+    /// each with the rule it breaks.
+    pub fn invalid_keys() -> Vec<(&'static str, String)> {
+        vec![
+            ("empty", String::new()),
+            ("leading slash", "/exports/a.csv".to_string()),
+            ("trailing slash", "exports/".to_string()),
+            ("empty segment", "exports//a.csv".to_string()),
+            ("parent segment", "exports/../secrets".to_string()),
+            ("current segment", "exports/./a.csv".to_string()),
+            ("space", "exports/a b.csv".to_string()),
+            ("newline", "exports/a\nb.csv".to_string()),
+            ("backslash", "exports\\a.csv".to_string()),
+            ("non-ASCII", "exports/bericht-\u{e4}.csv".to_string()),
+            ("query character", "exports/a.csv?x=1".to_string()),
+            ("1025 bytes", "a".repeat(1025)),
+        ]
+    }
+
+    fn assert_invalid_input<T: std::fmt::Debug>(result: StoreResult<T>, what: &str) {
+        assert!(
+            matches!(result, Err(StoreError::InvalidInput(_))),
+            "{what} must fail with StoreError::InvalidInput, got {result:?}"
+        );
+    }
+
+    async fn get<S: BlobStore + ?Sized>(store: &S, key: &str) -> Option<Vec<u8>> {
+        expect_ok(store.get(key).await, &format!("get({key})"))
+    }
+
+    async fn put<S: BlobStore + ?Sized>(store: &S, key: &str, body: &[u8]) {
+        expect_ok(
+            store.put(key, "text/csv", body.to_vec()).await,
+            &format!("put({key})"),
+        );
+    }
+
+    /// Checks that `get` returns `None` for a missing key and the exact
+    /// bytes for stored ones, including an empty body and every byte value.
+    pub async fn get_returns_stored_body<S: BlobStore + ?Sized>(store: &S) {
+        assert_eq!(
+            get(store, "exports/missing.csv").await,
+            None,
+            "get of a key never put must return None"
+        );
+        let csv = b"udid,status\nA1,installed\n".to_vec();
+        let binary: Vec<u8> = (0..=255).collect();
+        put(store, "exports/op-1/targets.csv", &csv).await;
+        put(store, "exports/op-1/raw.bin", &binary).await;
+        put(store, "exports/op-1/empty.csv", b"").await;
+
+        assert_eq!(get(store, "exports/op-1/targets.csv").await, Some(csv));
+        assert_eq!(
+            get(store, "exports/op-1/raw.bin").await,
+            Some(binary),
+            "get must return every byte value unchanged"
+        );
+        assert_eq!(
+            get(store, "exports/op-1/empty.csv").await,
+            Some(Vec::new()),
+            "an empty body is stored, not missing"
+        );
+    }
+
+    /// Checks that a second put under a key replaces the body.
+    pub async fn put_replaces_body<S: BlobStore + ?Sized>(store: &S) {
+        put(store, "exports/a.csv", b"first, longer body").await;
+        put(store, "exports/a.csv", b"second").await;
+        assert_eq!(
+            get(store, "exports/a.csv").await,
+            Some(b"second".to_vec()),
+            "put must replace the whole body, leaving nothing of the first"
+        );
+    }
+
+    /// Checks that `delete` removes one key, and that deleting it again or
+    /// deleting a key never put succeeds.
+    pub async fn delete_is_idempotent<S: BlobStore + ?Sized>(store: &S) {
+        put(store, "exports/gone.csv", b"x").await;
+        put(store, "exports/kept.csv", b"y").await;
+        expect_ok(store.delete("exports/gone.csv").await, "delete");
+
+        assert_eq!(
+            get(store, "exports/gone.csv").await,
+            None,
+            "delete must remove the body"
+        );
+        assert_eq!(
+            get(store, "exports/kept.csv").await,
+            Some(b"y".to_vec()),
+            "delete must keep other keys"
+        );
+        expect_ok(
+            store.delete("exports/gone.csv").await,
+            "delete of a deleted key",
+        );
+        expect_ok(
+            store.delete("exports/never-put.csv").await,
+            "delete of a key never put",
+        );
+    }
+
+    /// Checks that keys where one is a prefix of another hold separate bodies.
+    pub async fn keys_sharing_prefix_stay_apart<S: BlobStore + ?Sized>(store: &S) {
+        let keys = [
+            "exports/op-1/a.csv",
+            "exports/op-1/a.csv.bak",
+            "exports/op-10/a.csv",
+            "exports/op-1/a-csv",
+        ];
+        for key in keys {
+            put(store, key, key.as_bytes()).await;
+        }
+        for key in keys {
+            assert_eq!(
+                get(store, key).await,
+                Some(key.as_bytes().to_vec()),
+                "key {key} must keep its own body"
+            );
+        }
+    }
+
+    /// Checks that every method rejects keys that break the key rules.
+    pub async fn invalid_keys_are_rejected<S: BlobStore + ?Sized>(store: &S) {
+        for (rule, key) in invalid_keys() {
+            assert_invalid_input(
+                store.put(&key, "text/csv", b"x".to_vec()).await,
+                &format!("put with a key with {rule} ({key:?})"),
+            );
+            assert_invalid_input(
+                store.get(&key).await,
+                &format!("get with a key with {rule} ({key:?})"),
+            );
+            assert_invalid_input(
+                store.delete(&key).await,
+                &format!("delete with a key with {rule} ({key:?})"),
+            );
+            assert_invalid_input(
+                store.download_url(&key, SignedDuration::from_mins(5)).await,
+                &format!("download_url with a key with {rule} ({key:?})"),
+            );
+        }
+    }
+
+    /// Checks that `download_url` accepts expiries from one second to
+    /// [`MAX_DOWNLOAD_URL_EXPIRY`] and names the key in the URL, and that it
+    /// rejects zero, negative and longer expiries.
+    pub async fn download_url_checks_expiry<S: BlobStore + ?Sized>(store: &S) {
+        let key = "exports/op-1/targets.csv";
+        put(store, key, b"x").await;
+        for expires_in in [SignedDuration::from_secs(1), MAX_DOWNLOAD_URL_EXPIRY] {
+            let url = expect_ok(
+                store.download_url(key, expires_in).await,
+                &format!("download_url for {expires_in:#}"),
+            );
+            assert!(
+                url.contains(key),
+                "the download URL {url:?} must name the key {key}"
+            );
+        }
+        let too_long = MAX_DOWNLOAD_URL_EXPIRY + SignedDuration::from_secs(1);
+        for (case, expires_in) in [
+            ("zero", SignedDuration::ZERO),
+            ("negative", SignedDuration::from_secs(-60)),
+            ("7 days and 1 second", too_long),
+        ] {
+            assert_invalid_input(
+                store.download_url(key, expires_in).await,
+                &format!("download_url with a {case} expiry"),
+            );
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 pub mod contract;
 
 use async_trait::async_trait;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
@@ -38,6 +38,10 @@ pub enum StoreError {
     /// A cursor that this store did not issue, or one that was tampered with.
     #[error("invalid cursor {0:?}: pass back the next_cursor of a previous page unchanged")]
     InvalidCursor(String),
+    /// An argument outside the port's rules, such as a blob key with `..`.
+    /// The message names the value, the rule and the fix. Nothing was written.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
     /// The backend failed; the detail is in `source`.
     #[error("store {operation} failed")]
     Backend {
@@ -429,4 +433,97 @@ pub trait Push: Send + Sync {
     /// Sends `{"mdm": PushMagic}` to each device's push token. Devices without
     /// a token are skipped. Best effort: the command waits in the queue either way.
     async fn push(&self, devices: &[Device]) -> StoreResult<()>;
+}
+
+/// Maximum lifetime of a [`BlobStore::download_url`]: 7 days, the maximum
+/// `X-Amz-Expires` of an S3 presigned URL (SigV4).
+pub const MAX_DOWNLOAD_URL_EXPIRY: SignedDuration = SignedDuration::from_hours(7 * 24);
+
+/// Maximum blob key length in bytes, S3's limit on object keys.
+pub const MAX_BLOB_KEY_LEN: usize = 1024;
+
+/// Checks `key` against the [`BlobStore`] key rules: 1 to
+/// [`MAX_BLOB_KEY_LEN`] bytes of ASCII letters, digits, `.`, `_`, `-` and
+/// `/`, where `/` separates non-empty segments and no segment is `.` or
+/// `..`. Keys that pass need no escaping in a URL path or a file path.
+pub fn validate_blob_key(key: &str) -> StoreResult<()> {
+    let invalid = |rule: &str| {
+        Err(StoreError::InvalidInput(format!(
+            "invalid blob key {key:?}: {rule}; use a key such as \"exports/op-1/targets.csv\""
+        )))
+    };
+    if key.is_empty() || key.len() > MAX_BLOB_KEY_LEN {
+        return invalid(&format!("a key has 1 to {MAX_BLOB_KEY_LEN} bytes"));
+    }
+    if let Some(c) = key
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')))
+    {
+        return invalid(&format!(
+            "character {c:?} is not allowed (allowed: ASCII letters, digits, '.', '_', '-', '/')"
+        ));
+    }
+    for segment in key.split('/') {
+        if segment.is_empty() {
+            return invalid("a key must not start or end with '/' or contain \"//\"");
+        }
+        if segment == "." || segment == ".." {
+            return invalid("a path segment must not be \".\" or \"..\"");
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a download URL lifetime is positive and at most
+/// [`MAX_DOWNLOAD_URL_EXPIRY`].
+pub fn validate_download_expiry(expires_in: SignedDuration) -> StoreResult<()> {
+    if expires_in <= SignedDuration::ZERO {
+        return Err(StoreError::InvalidInput(format!(
+            "invalid download URL expiry {expires_in:#}: it must be positive"
+        )));
+    }
+    if expires_in > MAX_DOWNLOAD_URL_EXPIRY {
+        return Err(StoreError::InvalidInput(format!(
+            "invalid download URL expiry {expires_in:#}: the maximum is 7 days (168h), \
+             the longest an S3 presigned URL can be valid; pass a shorter expiry"
+        )));
+    }
+    Ok(())
+}
+
+/// Export files (CSV and JSON reports) that administrators download.
+///
+/// Keys follow [`validate_blob_key`]; every method rejects an invalid key
+/// with [`StoreError::InvalidInput`] before touching storage. Writes are
+/// whole-object: a reader sees the old body or the new one, never a mix.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Stores `body` under `key`, replacing any earlier body and content type.
+    ///
+    /// NOTE: the body is held in memory and sent in one request. One S3
+    /// PutObject takes up to 5 GiB; exports far below that need no multipart
+    /// upload.
+    async fn put(&self, key: &str, content_type: &str, body: Vec<u8>) -> StoreResult<()>;
+
+    /// Returns the body stored under `key`, or `None` when there is none.
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Deletes the body under `key`. Idempotent: deleting a missing key succeeds.
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+
+    /// Returns a URL that lets its holder GET `key` without other credentials
+    /// until `expires_in` from now. Rejects an expiry that is not positive or
+    /// longer than [`MAX_DOWNLOAD_URL_EXPIRY`] with [`StoreError::InvalidInput`].
+    /// The key need not exist yet: the URL is signed, not checked.
+    async fn download_url(&self, key: &str, expires_in: SignedDuration) -> StoreResult<String>;
+}
+
+/// Sends domain events to subscribers outside the audit trail, such as
+/// notifications and integrations. The audit trail itself is [`EventStore`].
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    /// Publishes `events` in order, and succeeds only when every event was
+    /// accepted. After an error some events may already be published, so a
+    /// retry can repeat them. Subscribers deduplicate by event id.
+    async fn publish(&self, events: &[Event]) -> StoreResult<()>;
 }
