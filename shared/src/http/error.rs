@@ -71,6 +71,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::BadDeviceInput { message } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_device_message", message)
             }
+            ServiceError::Store(crate::ports::StoreError::InvalidInput(message)) => {
+                ApiError::bad_request(message)
+            }
             ServiceError::Store(crate::ports::StoreError::InvalidCursor(cursor)) => {
                 let hint = "pass back the next_cursor of a previous page unchanged";
                 let mut error = ApiError::bad_request(format!("invalid cursor {cursor:?}: {hint}"));
