@@ -187,6 +187,28 @@ async fn load_catalog(
     ))
 }
 
+/// Checkpoints the WAL once a second from a background task, so that
+/// commits on the request path do not pay for the checkpoint's fsync.
+async fn checkpoint_loop(store: Arc<SqliteStore>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.checkpoint()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed; SQLite checkpoints on commit instead")
+            }
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint task failed"),
+        }
+    }
+}
+
 /// Opens the store, builds the services and starts listening.
 pub async fn start(config: ServeConfig) -> Result<ServerHandle, ServeError> {
     let store =
@@ -265,6 +287,7 @@ pub async fn start(config: ServeConfig) -> Result<ServerHandle, ServeError> {
             tracing::error!(error = %e, "server stopped with an error");
         }
     });
+    tokio::spawn(checkpoint_loop(store.clone(), shutdown.subscribe()));
     let scheduler = config.run_scheduler.then(|| {
         let schedules: Arc<dyn osdeploy_shared::ports::ScheduleStore> = store.clone();
         tokio::spawn(local_scheduler::run(
