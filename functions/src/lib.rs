@@ -1,16 +1,40 @@
 //! Shared pieces of every Lambda function: typed configuration read once at
-//! cold start, and logging set up for CloudWatch.
+//! cold start, the AWS clients and services built once from it, and logging
+//! set up for CloudWatch.
+//!
+//! Each binary in `src/bin/` only reads the configuration, builds the
+//! services and hands requests to a handler from `osdeploy-shared`; no domain
+//! rule lives here.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 
-use osdeploy_shared::service::ServiceConfig;
+use osdeploy_shared::adapters::RecordedPush;
+use osdeploy_shared::adapters::aws::dynamodb::{DynamoStore, DynamoTables};
+use osdeploy_shared::adapters::aws::scheduler::{EventBridgeScheduler, SchedulerSettings};
+use osdeploy_shared::adapters::aws::AwsSettings;
+use osdeploy_shared::catalog::Catalog;
+use osdeploy_shared::domain::{SystemClock, UlidGenerator};
+use osdeploy_shared::http::AppState;
+use osdeploy_shared::ports::ScheduleStore;
+use osdeploy_shared::service::{Ports, ServiceConfig, Services};
 
 /// Configuration from the environment; a missing or bad variable fails the
-/// cold start and names itself.
+/// cold start and names itself. The README lists every variable.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `OSDEPLOY_DATABASE`: path of the embedded store.
-    pub database: PathBuf,
+    /// `OSDEPLOY_STATE_TABLE`: devices, targets, operations, groups.
+    pub state_table: String,
+    /// `OSDEPLOY_EVENTS_TABLE`: the audit trail, with TTL.
+    pub events_table: String,
+    /// `OSDEPLOY_SCHEDULE_GROUP`, `OSDEPLOY_SCHEDULER_ROLE_ARN` and
+    /// `OSDEPLOY_SCHEDULED_JOB_ARN`; only functions that create schedules
+    /// need them.
+    pub scheduler: Option<SchedulerSettings>,
+    /// `OSDEPLOY_AWS_ENDPOINT`: an emulator's endpoint, for local runs and
+    /// tests; unset in AWS. Static test credentials come with it.
+    pub endpoint_url: Option<String>,
+    /// `AWS_REGION`, set by Lambda.
+    pub region: String,
     /// `OSDEPLOY_ADMIN_TOKEN`: optional bearer token checked behind the authorizer.
     pub admin_token: Option<String>,
     pub service: ServiceConfig,
@@ -24,6 +48,13 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+fn required(lookup: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<String, ConfigError> {
+    lookup(name).filter(|v| !v.is_empty()).ok_or(ConfigError {
+        name,
+        problem: "is not set".into(),
+    })
+}
+
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -31,23 +62,118 @@ impl Config {
 
     /// Builds the configuration from any variable lookup, for tests.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let database = lookup("OSDEPLOY_DATABASE").ok_or(ConfigError {
-            name: "OSDEPLOY_DATABASE",
-            problem: "is not set; give the path of the database file".into(),
-        })?;
         let mut service = ServiceConfig::default();
-        if let Some(zone) = lookup("OSDEPLOY_DEFAULT_TIME_ZONE") {
+        if let Some(zone) = lookup("OSDEPLOY_DEFAULT_TIME_ZONE").filter(|z| !z.is_empty()) {
             osdeploy_shared::domain::deadline::parse_time_zone(&zone).map_err(|e| ConfigError {
                 name: "OSDEPLOY_DEFAULT_TIME_ZONE",
                 problem: e.to_string(),
             })?;
             service.default_time_zone = zone;
         }
+        let scheduler = match lookup("OSDEPLOY_SCHEDULE_GROUP").filter(|g| !g.is_empty()) {
+            None => None,
+            Some(group_name) => Some(SchedulerSettings {
+                group_name,
+                role_arn: required(&lookup, "OSDEPLOY_SCHEDULER_ROLE_ARN")?,
+                target_arn: required(&lookup, "OSDEPLOY_SCHEDULED_JOB_ARN")?,
+            }),
+        };
         Ok(Config {
-            database: PathBuf::from(database),
+            state_table: required(&lookup, "OSDEPLOY_STATE_TABLE")?,
+            events_table: required(&lookup, "OSDEPLOY_EVENTS_TABLE")?,
+            scheduler,
+            endpoint_url: lookup("OSDEPLOY_AWS_ENDPOINT").filter(|e| !e.is_empty()),
+            region: lookup("AWS_REGION").filter(|r| !r.is_empty()).unwrap_or_else(|| "us-east-1".into()),
             admin_token: lookup("OSDEPLOY_ADMIN_TOKEN").filter(|t| !t.is_empty()),
             service,
         })
+    }
+
+    fn aws(&self) -> AwsSettings {
+        match &self.endpoint_url {
+            Some(endpoint) => AwsSettings::emulator(endpoint),
+            None => AwsSettings {
+                region: self.region.clone(),
+                endpoint_url: None,
+                static_credentials: None,
+            },
+        }
+    }
+}
+
+/// Why the services could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("could not set up the scheduler")]
+    Scheduler(#[source] osdeploy_shared::ports::StoreError),
+}
+
+/// A scheduler for functions that never create schedules: refuses loudly
+/// instead of dropping a schedule.
+struct NoScheduler;
+
+#[async_trait::async_trait]
+impl osdeploy_shared::ports::Scheduler for NoScheduler {
+    async fn schedule(&self, schedule: &osdeploy_shared::ports::Schedule) -> osdeploy_shared::ports::StoreResult<()> {
+        Err(osdeploy_shared::ports::StoreError::InvalidInput(format!(
+            "this function has no scheduler configured and cannot create schedule {}; set OSDEPLOY_SCHEDULE_GROUP",
+            schedule.id
+        )))
+    }
+
+    async fn cancel_operation_schedules(&self, operation_id: &str) -> osdeploy_shared::ports::StoreResult<()> {
+        Err(osdeploy_shared::ports::StoreError::InvalidInput(format!(
+            "this function has no scheduler configured and cannot cancel the schedules of operation {operation_id}"
+        )))
+    }
+}
+
+/// Builds the AWS clients once and the services over them.
+pub async fn services(config: &Config) -> Result<Arc<Services>, StartError> {
+    let sdk = config.aws().sdk_config().await;
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        DynamoTables {
+            state: config.state_table.clone(),
+            events: config.events_table.clone(),
+        },
+    ));
+    let scheduler: Arc<dyn osdeploy_shared::ports::Scheduler> = match &config.scheduler {
+        Some(settings) => Arc::new(
+            EventBridgeScheduler::new(aws_sdk_scheduler::Client::new(&sdk), settings.clone()).map_err(StartError::Scheduler)?,
+        ),
+        None => Arc::new(NoScheduler),
+    };
+    let ports = Ports {
+        devices: store.clone(),
+        groups: store.clone(),
+        operations: store.clone(),
+        events: store.clone(),
+        scheduler,
+        schedules: None::<Arc<dyn ScheduleStore>>,
+        catalogs: store,
+        // NOTE: APNs is not wired yet: pushes are counted, and devices are
+        // reached at their next regular check-in.
+        push: Arc::new(RecordedPush::default()),
+    };
+    Ok(Arc::new(Services::new(
+        ports,
+        Arc::new(SystemClock),
+        Arc::new(UlidGenerator::from_entropy()),
+        Arc::new(Catalog::bundled().clone()),
+        config.service.clone(),
+    )))
+}
+
+/// The state the HTTP handlers get.
+pub fn app_state(services: Arc<Services>, config: &Config) -> AppState {
+    AppState {
+        services,
+        // API Gateway's JWT authorizer guards the admin routes; a token
+        // here is a second check for deployments without one.
+        admin_token: config.admin_token.as_deref().map(Arc::from),
     }
 }
 
@@ -67,33 +193,47 @@ pub fn init_logging() {
 mod tests {
     use super::*;
 
+    fn lookup(pairs: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs = pairs.to_vec();
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
     #[test]
-    fn missing_database_names_the_variable() {
-        let error = Config::from_lookup(|_| None).unwrap_err();
-        assert_eq!(error.name, "OSDEPLOY_DATABASE");
+    fn missing_table_names_the_variable() {
+        let error = Config::from_lookup(lookup(&[])).unwrap_err();
+        assert_eq!(error.name, "OSDEPLOY_STATE_TABLE");
     }
 
     #[test]
     fn bad_time_zone_names_the_variable() {
-        let error = Config::from_lookup(|name| match name {
-            "OSDEPLOY_DATABASE" => Some("/tmp/x.db".into()),
-            "OSDEPLOY_DEFAULT_TIME_ZONE" => Some("Mars/Olympus".into()),
-            _ => None,
-        })
+        let error = Config::from_lookup(lookup(&[
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+            ("OSDEPLOY_DEFAULT_TIME_ZONE", "Mars/Olympus"),
+        ]))
         .unwrap_err();
         assert_eq!(error.name, "OSDEPLOY_DEFAULT_TIME_ZONE");
         assert!(error.problem.contains("Mars/Olympus"), "{}", error.problem);
     }
 
     #[test]
-    fn empty_admin_token_counts_as_unset() {
-        let config = Config::from_lookup(|name| match name {
-            "OSDEPLOY_DATABASE" => Some("/tmp/x.db".into()),
-            "OSDEPLOY_ADMIN_TOKEN" => Some(String::new()),
-            _ => None,
-        })
-        .unwrap();
+    fn schedule_group_needs_its_role_and_target() {
+        let error = Config::from_lookup(lookup(&[
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+            ("OSDEPLOY_SCHEDULE_GROUP", "osdeploy-deadlines"),
+        ]))
+        .unwrap_err();
+        assert_eq!(error.name, "OSDEPLOY_SCHEDULER_ROLE_ARN");
+    }
+
+    #[test]
+    fn defaults_apply_when_optional_variables_are_unset() {
+        let config = Config::from_lookup(lookup(&[("OSDEPLOY_STATE_TABLE", "s"), ("OSDEPLOY_EVENTS_TABLE", "e"), ("OSDEPLOY_ADMIN_TOKEN", "")])).unwrap();
         assert!(config.admin_token.is_none());
+        assert!(config.scheduler.is_none());
+        assert!(config.endpoint_url.is_none());
+        assert_eq!(config.region, "us-east-1");
         assert_eq!(config.service.default_time_zone, "UTC");
     }
 }
