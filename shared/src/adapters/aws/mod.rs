@@ -5,6 +5,8 @@
 //! runs always pass an explicit endpoint and static credentials, so nothing
 //! probes the instance-metadata address or reaches a real AWS endpoint.
 
+pub mod dynamodb;
+
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 
@@ -32,7 +34,8 @@ impl AwsSettings {
 
     /// Builds the shared SDK configuration once; clients are made from it.
     pub async fn sdk_config(&self) -> SdkConfig {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(self.region.clone()));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()));
         if let Some(endpoint) = &self.endpoint_url {
             loader = loader.endpoint_url(endpoint);
         }
