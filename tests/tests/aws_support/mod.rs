@@ -2,8 +2,11 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use osdeploy_shared::adapters::aws::AwsSettings;
 use osdeploy_shared::adapters::aws::dynamodb::{DynamoStore, DynamoTables, create_tables};
 
@@ -27,6 +30,70 @@ pub fn endpoint() -> String {
 pub async fn client() -> Client {
     let config = AwsSettings::emulator(&endpoint()).sdk_config().await;
     Client::new(&config)
+}
+
+/// The DynamoDB operations a client sent, one entry per HTTP request
+/// (retries included), named by the `X-Amz-Target` header.
+#[derive(Debug, Default)]
+pub struct CallLog {
+    calls: Mutex<Vec<String>>,
+}
+
+impl CallLog {
+    /// Returns the calls since the last `take` and starts a new list.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.calls.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Returns how many calls of `operation` were sent since the last `take`.
+    pub fn count(&self, operation: &str) -> usize {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|call| call.as_str() == operation)
+            .count()
+    }
+}
+
+#[derive(Debug)]
+struct RecordCalls(Arc<CallLog>);
+
+impl Intercept for RecordCalls {
+    fn name(&self) -> &'static str {
+        "RecordCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        // The header is "DynamoDB_20120810.<Operation>".
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("unknown");
+        let operation = target.rsplit('.').next().unwrap_or(target).to_string();
+        self.0
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(operation);
+        Ok(())
+    }
+}
+
+/// A client of the emulator that records every call it sends.
+pub async fn recording_client() -> (Client, Arc<CallLog>) {
+    let config = AwsSettings::emulator(&endpoint()).sdk_config().await;
+    let log = Arc::new(CallLog::default());
+    let dynamodb = aws_sdk_dynamodb::config::Builder::from(&config)
+        .interceptor(RecordCalls(log.clone()))
+        .build();
+    (Client::from_conf(dynamodb), log)
 }
 
 static TABLE_SETS: AtomicU64 = AtomicU64::new(0);
