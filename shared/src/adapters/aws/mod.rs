@@ -5,10 +5,12 @@
 //! runs always pass an explicit endpoint and static credentials, so nothing
 //! probes the instance-metadata address or reaches a real AWS endpoint.
 
+pub mod dynamodb;
 pub mod eventbridge;
 pub mod s3;
 pub mod scheduler;
 
+pub use dynamodb::{DynamoStore, DynamoTables};
 pub use eventbridge::EventBridgePublisher;
 pub use s3::S3BlobStore;
 pub use scheduler::{EventBridgeScheduler, SchedulerSettings};
