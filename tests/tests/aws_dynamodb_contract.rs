@@ -436,6 +436,7 @@ async fn move_drops_old_operation_commands() {
     insert_operation(&store, operation("op-new")).await;
     create_device(&store, device("dev-1")).await;
     let old = assign_new(&store, target("op-old", "dev-1")).await;
+
     let of_old = QueuedCommand {
         operation_id: Some("op-old".to_string()),
         request_type: "ScheduleOSUpdate".to_string(),
@@ -453,6 +454,7 @@ async fn move_drops_old_operation_commands() {
         osdeploy_shared::ports::DeviceStore::commit(&store, change).await,
         "queue commands",
     );
+
     let new_command = QueuedCommand {
         operation_id: Some("op-new".to_string()),
         ..command("dev-1", at_minute(3))
@@ -465,6 +467,7 @@ async fn move_drops_old_operation_commands() {
         commands: vec![new_command.clone()],
     };
     let (outcomes, _) = expect_ok(store.assign(vec![assignment]).await, "assign");
+
     assert_eq!(outcomes, [AssignOutcome::Assigned], "the move applies");
     assert_eq!(
         read_context(&store, "dev-1").await.commands,
@@ -484,6 +487,7 @@ async fn replace_in_same_operation() {
     assign_new(&store, target("op-1", "dev-1")).await;
     move_target(&store, "op-1", "dev-1", TargetStatus::Failed, at_minute(1)).await;
     let failed = read_target(&store, "op-1", "dev-1").await;
+
     let assignment = Assignment {
         target: Target {
             created_at: at_minute(2),
@@ -496,6 +500,7 @@ async fn replace_in_same_operation() {
         commands: Vec::new(),
     };
     let (outcomes, commit) = expect_ok(store.assign(vec![assignment]).await, "assign");
+
     assert_eq!(
         outcomes,
         [AssignOutcome::Assigned],
@@ -617,7 +622,7 @@ async fn cursor_of_another_list_is_rejected() {
     );
 }
 
-/// Apple's catalog as bundled (about 105 KB) fits in one item; a catalog
+/// Apple's catalog as bundled (about 105 KB) fits in one item. A catalog
 /// over the 400 KB item limit is rejected and leaves the stored one.
 #[tokio::test]
 async fn catalog_item_size_limit() {

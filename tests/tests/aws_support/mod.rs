@@ -10,11 +10,11 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use osdeploy_shared::adapters::aws::AwsSettings;
 use osdeploy_shared::adapters::aws::dynamodb::{DynamoStore, DynamoTables, create_tables};
 
-/// Where `make test` (through `scripts/moto.sh start`) says the emulator listens.
+/// The variable in which `make test` (through `scripts/moto.sh start`) passes the emulator's address.
 pub const ENDPOINT_VARIABLE: &str = "OSDEPLOY_TEST_AWS_ENDPOINT";
 
-/// The emulator's endpoint. Fails, never skips, when it is not set: a
-/// skipped adapter test would pass without checking anything.
+/// Returns the emulator's endpoint. Panics, never skips, when it is not
+/// set, because a skipped adapter test would pass without checking anything.
 pub fn endpoint() -> String {
     match std::env::var(ENDPOINT_VARIABLE) {
         Ok(value) if !value.trim().is_empty() => value,
@@ -26,7 +26,7 @@ pub fn endpoint() -> String {
     }
 }
 
-/// A client of the emulator with the test credentials of `AwsSettings::emulator`.
+/// Builds a client of the emulator with the test credentials of `AwsSettings::emulator`.
 pub async fn client() -> Client {
     let config = AwsSettings::emulator(&endpoint()).sdk_config().await;
     Client::new(&config)
@@ -86,7 +86,7 @@ impl Intercept for RecordCalls {
     }
 }
 
-/// A client of the emulator that records every call it sends.
+/// Builds a client of the emulator that records every call it sends.
 pub async fn recording_client() -> (Client, Arc<CallLog>) {
     let config = AwsSettings::emulator(&endpoint()).sdk_config().await;
     let log = Arc::new(CallLog::default());
@@ -112,7 +112,7 @@ pub fn unique_tables(label: &str) -> DynamoTables {
     ))
 }
 
-/// A store on newly created tables.
+/// Creates a store on new tables.
 pub async fn fresh_store(client: &Client, label: &str) -> DynamoStore {
     let tables = unique_tables(label);
     if let Err(error) = create_tables(client, &tables).await {

@@ -1,15 +1,16 @@
 //! `OperationStore::assign`: putting devices into an operation.
 //!
-//! Each assignment is a set of conditional writes that must apply together:
-//! the device's pointer (conditioned on its current operation), the
+//! Each assignment is a set of conditional writes that must apply together.
+//! They are the device's pointer (conditioned on its current operation), the
 //! replaced target's delete (conditioned on its revision) with that
 //! operation's queued commands, the new target, events, commands and the
-//! counter shards of both operations. Several assignments share one
-//! `TransactWriteItems` while they fit in its 100 items, with the updates of
-//! one counter shard merged into one write. When DynamoDB cancels a
-//! transaction, the cancellation reasons name the writes whose condition
-//! failed; their assignments are reported as conflicts and the rest is sent
-//! again.
+//! counter shards of both operations.
+//!
+//! Several assignments share one `TransactWriteItems` while they fit in its
+//! 100 items, with the updates of one counter shard merged into one write.
+//! When DynamoDB cancels a transaction, the cancellation reasons name the
+//! writes whose condition failed. Their assignments are reported as
+//! conflicts, and the rest is sent again.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -47,7 +48,7 @@ struct Planned {
     counters: Vec<ShardDelta>,
 }
 
-/// What one transaction attempt left to do.
+/// The result of sending one batch.
 enum BatchResult {
     Done,
     /// The cancellation gave no reasons per write: send each assignment on
@@ -55,7 +56,7 @@ enum BatchResult {
     Split(Vec<Planned>),
 }
 
-/// Counts of distinct counter items over several plans.
+/// Counts the distinct counter items that several plans update.
 fn distinct_counters<'a>(plans: impl Iterator<Item = &'a Planned>) -> usize {
     let mut merged: Vec<&ShardDelta> = Vec::new();
     for delta in plans.flat_map(|p| p.counters.iter()) {
@@ -66,7 +67,7 @@ fn distinct_counters<'a>(plans: impl Iterator<Item = &'a Planned>) -> usize {
     merged.len()
 }
 
-/// The writes of a batch and, for each write, the batch index of the
+/// Lists the writes of a batch and, for each write, the batch index of the
 /// assignment that owns it (`None` for the merged counter updates).
 fn batch_writes(table: &str, batch: &[Planned]) -> (Vec<WriteOp>, Vec<Option<usize>>) {
     let mut writes = Vec::new();
@@ -94,7 +95,8 @@ fn batch_writes(table: &str, batch: &[Planned]) -> (Vec<WriteOp>, Vec<Option<usi
 }
 
 /// Takes the next assignments that fit in one transaction, each device at
-/// most once. Always takes at least one.
+/// most once. Takes at least one even if it alone does not fit, which
+/// `assign_all` has ruled out before sending anything.
 fn next_batch(queue: &mut VecDeque<Planned>) -> Vec<Planned> {
     let mut batch: Vec<Planned> = Vec::new();
     let mut devices = HashSet::new();
@@ -221,8 +223,8 @@ impl DynamoStore {
         Ok(partitions)
     }
 
-    /// The writes of one assignment, or `None` when what it replaces has
-    /// already changed (a conflict, found without writing).
+    /// Plans the writes of one assignment. Returns `None` when the target it
+    /// replaces has changed already (a conflict, found without writing).
     fn plan(
         &self,
         position: usize,

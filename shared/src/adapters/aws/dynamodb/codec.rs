@@ -24,6 +24,7 @@ pub(super) const EVENT_ID: &str = "id";
 
 // Sort keys and prefixes of the state table.
 pub(super) const META: &str = "META";
+pub(super) const OPERATION_PREFIX: &str = "OP#";
 pub(super) const TARGET_PREFIX: &str = "TARGET#";
 pub(super) const COMMAND_PREFIX: &str = "CMD#";
 pub(super) const COUNTS_PREFIX: &str = "COUNTS#";
@@ -109,7 +110,7 @@ pub(super) fn command_sk(uuid: &str) -> String {
 }
 
 pub(super) fn operation_pk(id: &str) -> String {
-    format!("OP#{id}")
+    format!("{OPERATION_PREFIX}{id}")
 }
 
 pub(super) fn counts_sk(shard: u64) -> String {
@@ -128,13 +129,13 @@ pub(super) fn idempotency_pk(key: &str) -> String {
     format!("IDEMPOTENCY#{key}")
 }
 
-/// Partition value of the status index: an operation's targets in one status.
+/// Returns the partition value of the status index: an operation's targets in one status.
 /// Statuses contain no `#`, so two (operation, status) pairs never collide.
 pub(super) fn operation_status_key(operation_id: &str, status: TargetStatus) -> String {
     format!("{operation_id}#{}", status.as_str())
 }
 
-/// Partition value of the events-by-device index. Composite keys can collide
+/// Returns the partition value of the events-by-device index. Composite keys can collide
 /// for ids that contain the separator, so readers also compare the decoded
 /// event's operation and device.
 pub(super) fn event_device_key(operation_id: &str, device_id: &str) -> String {
@@ -163,7 +164,7 @@ pub(super) fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-/// A timestamp as a number of nanoseconds since the Unix epoch, exact.
+/// Encodes a timestamp as a number of nanoseconds since the Unix epoch, exactly.
 pub(super) fn nanos(at: Timestamp) -> AttributeValue {
     n(at.as_nanosecond())
 }
@@ -171,20 +172,20 @@ pub(super) fn nanos(at: Timestamp) -> AttributeValue {
 /// Offset that makes every jiff timestamp's nanosecond count positive.
 const SORTABLE_OFFSET: i128 = 1_000_000_000_000_000_000_000;
 
-/// A timestamp as a fixed-width string whose byte order is time order, for
-/// string sort keys.
+/// Encodes a timestamp as a fixed-width string whose byte order is time
+/// order, for string sort keys.
 pub(super) fn sortable_time(at: Timestamp) -> String {
     format!("{:022}", at.as_nanosecond() + SORTABLE_OFFSET)
 }
 
-/// Sort key of the operations list: creation time, then id, so that two
+/// Returns the sort key of the operations list: creation time, then id, so that two
 /// operations created at the same instant still have a fixed order.
 pub(super) fn created_key(created_at: Timestamp, id: &str) -> String {
     format!("{}#{id}", sortable_time(created_at))
 }
 
-/// FNV-1a (64-bit): stable across processes, releases and platforms, unlike
-/// the standard library's randomly seeded hasher.
+/// Hashes `text` with FNV-1a (64-bit), which is stable across processes,
+/// releases and platforms, unlike the standard library's seeded hasher.
 pub(super) fn stable_hash(text: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in text.bytes() {
@@ -194,7 +195,7 @@ pub(super) fn stable_hash(text: &str) -> u64 {
     hash
 }
 
-/// Lower-cased name and serial number, the haystack of the `q` filters. The
+/// Returns the lower-cased name and serial number, the haystack of the `q` filters. The
 /// unit separator keeps a match from spanning both fields.
 pub(super) fn search_text(name: Option<&str>, serial: Option<&str>) -> String {
     format!(
@@ -230,7 +231,7 @@ fn invalid(record: &'static str, attribute: &'static str, reason: impl Into<Stri
     )
 }
 
-/// A string attribute, if present. A present attribute of another type is an error.
+/// Returns a string attribute, if present. A present attribute of another type is an error.
 pub(super) fn get_s<'a>(
     item: &'a Item,
     record: &'static str,
@@ -251,7 +252,7 @@ pub(super) fn require_s<'a>(
     get_s(item, record, attribute)?.ok_or_else(|| missing(record, attribute))
 }
 
-/// A number attribute as an i128, if present.
+/// Returns a number attribute as an i128, if present.
 pub(super) fn get_i128(
     item: &Item,
     record: &'static str,
@@ -305,7 +306,7 @@ pub(super) fn string_list(values: &[String]) -> AttributeValue {
     AttributeValue::L(values.iter().map(|v| s(v.clone())).collect())
 }
 
-/// The attributes of a device's META item as a list of (name, value), where
+/// Lists the attributes of a device's META item as (name, value) pairs, where
 /// `None` means "remove the attribute". The item's `revision` is written by
 /// the caller, because creates, updates and assignments set it differently.
 pub(super) fn device_attributes(
@@ -349,7 +350,7 @@ pub(super) fn decode_device(item: &Item) -> StoreResult<Device> {
     Ok(device)
 }
 
-/// The full item of a target at `revision`.
+/// Builds the full item of a target at `revision`.
 pub(super) fn target_item(target: &Target, revision: u64) -> StoreResult<Item> {
     let mut stored = target.clone();
     stored.revision = revision;
@@ -455,7 +456,7 @@ pub(super) fn decode_group(item: &Item) -> StoreResult<Group> {
     from_json(require_s(item, "group", DATA)?)
 }
 
-/// Seconds since the epoch, rounded up, for DynamoDB's TTL: the item is
+/// Returns seconds since the epoch, rounded up, for DynamoDB's TTL: the item is
 /// never deleted before the event's exact expiry.
 pub(super) fn ttl_seconds(at: Timestamp) -> i64 {
     let seconds = at.as_second();

@@ -1,6 +1,6 @@
 //! Sharded operation counters and the lifecycle state derived from them.
 //!
-//! An operation's partition holds its META item and up to
+//! An operation's partition contains its META item and up to
 //! [`COUNTER_SHARDS`] counter items (`COUNTS#00` ...). A target's counts
 //! live in the shard its UDID hashes to, and a status change is one ADD on
 //! that shard: -1 on the old status, +1 on the new one. No single item takes
@@ -32,12 +32,12 @@ use super::write::{UpdateExpr, WriteOp};
 use crate::domain::{Operation, OperationState, StatusCounts, TargetStatus};
 use crate::ports::StoreResult;
 
-/// The counter shard of a device, stable across processes.
+/// Returns the counter shard of a device, stable across processes.
 pub(super) fn shard_of(udid: &str) -> u64 {
     stable_hash(udid) % COUNTER_SHARDS
 }
 
-/// Whether a target moving from `from` to `to` can change its operation's
+/// Tells whether a target moving from `from` to `to` can change its operation's
 /// derived state: the state depends only on the total, the Pending count and
 /// the count of final statuses, so only moves across those lines matter.
 pub(super) fn may_change_state(from: TargetStatus, to: TargetStatus) -> bool {
@@ -66,7 +66,7 @@ impl ShardDelta {
         }
     }
 
-    /// A target of this shard enters the operation in `status` at `at`.
+    /// Counts a target of this shard entering the operation in `status` at `at`.
     pub(super) fn added(mut self, status: TargetStatus, at: Timestamp) -> Self {
         *self.counts.entry(status).or_default() += 1;
         if status != TargetStatus::Pending {
@@ -78,7 +78,7 @@ impl ShardDelta {
         self
     }
 
-    /// A target of this shard leaves the operation from `status` at `at`.
+    /// Counts a target of this shard leaving the operation from `status` at `at`.
     pub(super) fn removed(mut self, status: TargetStatus, at: Timestamp) -> Self {
         *self.counts.entry(status).or_default() -= 1;
         if !status.is_final() {
@@ -87,7 +87,7 @@ impl ShardDelta {
         self
     }
 
-    /// A target of this shard moves from `from` to `to` at `at`.
+    /// Counts a target of this shard moving from `from` to `to` at `at`.
     pub(super) fn moved(mut self, from: TargetStatus, to: TargetStatus, at: Timestamp) -> Self {
         *self.counts.entry(from).or_default() -= 1;
         *self.counts.entry(to).or_default() += 1;
@@ -100,7 +100,7 @@ impl ShardDelta {
         self
     }
 
-    /// Whether `other` updates the same counter item.
+    /// Tells whether `other` updates the same counter item.
     pub(super) fn same_item(&self, other: &ShardDelta) -> bool {
         self.operation_id == other.operation_id && self.shard == other.shard
     }
@@ -121,7 +121,7 @@ impl ShardDelta {
         };
     }
 
-    /// The count changes as a [`StatusCounts`] of deltas.
+    /// Returns the count changes as a [`StatusCounts`] of deltas.
     pub(super) fn as_counts(&self) -> StatusCounts {
         let mut counts = StatusCounts::default();
         for (status, delta) in &self.counts {
@@ -130,7 +130,7 @@ impl ShardDelta {
         counts
     }
 
-    /// The shard update, or `None` when the delta changes nothing.
+    /// Builds the shard update, or `None` when the delta changes nothing.
     pub(super) fn write(&self, table: &str) -> Option<WriteOp> {
         let mut update = UpdateExpr::default();
         for (status, delta) in &self.counts {
@@ -155,8 +155,8 @@ impl ShardDelta {
     }
 }
 
-/// What an operation's partition says: the stored record and the sums of
-/// its counter shards.
+/// An operation's partition as read: the stored record and the sums of its
+/// counter shards.
 #[derive(Debug, Clone)]
 pub(super) struct OperationPartition {
     pub(super) meta: Item,
@@ -207,12 +207,12 @@ impl OperationPartition {
         }))
     }
 
-    /// The lifecycle state: cancelled when marked so, else derived from the counts.
+    /// Returns the lifecycle state: cancelled when marked so, else derived from the counts.
     pub(super) fn state(&self) -> OperationState {
         state_of(self.cancelled_at.is_some(), &self.counts)
     }
 
-    /// The state before `delta` was applied to the counts read here.
+    /// Returns the state before `delta` was applied to the counts read here.
     pub(super) fn state_without(&self, delta: &StatusCounts) -> OperationState {
         let mut before = self.counts;
         for status in TargetStatus::ALL {
@@ -221,7 +221,7 @@ impl OperationPartition {
         state_of(self.cancelled_at.is_some(), &before)
     }
 
-    /// The operation as the port returns it.
+    /// Decodes the operation as the port returns it.
     pub(super) fn into_operation(self) -> StoreResult<Operation> {
         let data = codec::require_s(&self.meta, "operation", DATA)?;
         let mut operation: Operation = from_json(data)?;

@@ -18,7 +18,7 @@ use super::DynamoError;
 use super::codec::Item;
 use crate::ports::{StoreError, StoreResult};
 
-/// Which list a cursor pages through, and what its key must look like.
+/// The list a cursor pages through, and the shape its key must have.
 #[derive(Debug, Clone)]
 pub(super) struct CursorScope<'a> {
     /// Name of the list, stored in the cursor.
@@ -87,12 +87,12 @@ pub(super) fn decode(scope: &CursorScope<'_>, cursor: &str) -> StoreResult<Item>
         .collect::<HashMap<_, _>>())
 }
 
-/// The cursor of the next page, if DynamoDB stopped before the end.
+/// Returns the cursor of the next page, if DynamoDB stopped before the end.
 pub(super) fn next(scope: &CursorScope<'_>, last: Option<Item>) -> StoreResult<Option<String>> {
     last.map(|key| encode(scope, &key)).transpose()
 }
 
-/// The start key of a page request, if it has a cursor.
+/// Returns the start key of a page request, if it has a cursor.
 pub(super) fn start(scope: &CursorScope<'_>, cursor: Option<&str>) -> StoreResult<Option<Item>> {
     cursor.map(|c| decode(scope, c)).transpose()
 }

@@ -20,7 +20,7 @@ use super::write::{UpdateExpr, WriteFailure, WriteOp, write_all};
 use crate::domain::{Device, Event};
 use crate::ports::{
     Change, CommandWrite, CommitOutcome, DeviceContext, DeviceFilter, DeviceStore, Page,
-    PageRequest, StoreResult,
+    PageRequest, StoreError, StoreResult,
 };
 
 /// The largest page a list returns, as in the SQLite store.
@@ -30,7 +30,7 @@ pub(super) fn page_limit(page: &PageRequest) -> usize {
     page.limit.clamp(1, MAX_PAGE)
 }
 
-/// The create-or-update of a device's META item. `expected` is the revision
+/// Builds the create-or-update of a device's META item. `expected` is the revision
 /// the caller read (`None` to create); the item stores it plus one. The
 /// `touched_at` attribute of `touch_devices` is left alone.
 pub(super) fn device_write(
@@ -62,8 +62,9 @@ pub(super) fn unique_events(events: &[Event]) -> Vec<&Event> {
         .collect()
 }
 
-/// The last write per command, in first-seen order: one transaction cannot
-/// write an item twice, and applied in order the last one would win.
+/// Keeps the last write per command, in first-seen order, because one
+/// transaction cannot write an item twice and, applied in order, the last
+/// one would win.
 fn last_command_writes(writes: &[CommandWrite]) -> Vec<&CommandWrite> {
     let identity = |write: &CommandWrite| match write {
         CommandWrite::Put(command) => (command.device_id.clone(), command.uuid.clone()),
@@ -91,6 +92,24 @@ pub(super) fn command_write(table: &str, write: &CommandWrite) -> WriteOp {
             WriteOp::delete(table, key(device_pk(device_id), command_sk(uuid)))
         }
     }
+}
+
+/// Updates sent at once by `touch_devices`.
+const TOUCHES_IN_FLIGHT: usize = 16;
+
+/// Builds the update of a device's `touched_at`, conditioned on the device
+/// existing and on `at` being later than the recorded time.
+fn touch_write(table: &str, udid: &str, at: Timestamp) -> WriteOp {
+    let mut update = UpdateExpr::default();
+    update.set(TOUCHED_AT, nanos(at));
+    WriteOp::update(table, key(device_pk(udid), META), update).when(|e| {
+        let touched = e.name(TOUCHED_AT);
+        format!(
+            "attribute_exists({}) AND (attribute_not_exists({touched}) OR {touched} < {})",
+            e.name(PK),
+            e.value(nanos(at))
+        )
+    })
 }
 
 fn matches_filter(device: &Device, filter: &DeviceFilter) -> bool {
@@ -186,8 +205,8 @@ impl DynamoStore {
         })
     }
 
-    /// A group's members in UDID order, read from the group's partition and
-    /// filtered after the devices are read.
+    /// Lists a group's members in UDID order, read from the group's partition
+    /// and filtered after the devices are read.
     async fn list_group_devices(
         &self,
         group_id: &str,
@@ -244,8 +263,8 @@ impl DeviceStore for DynamoStore {
         self.load_devices(udids).await
     }
 
-    /// One consistent Query of the device's partition: the META item, every
-    /// target the device has had, and its queued commands.
+    /// Reads the context with one consistent Query of the device's partition:
+    /// the META item, every target the device has had, and its queued commands.
     async fn load_context(&self, udid: &str) -> StoreResult<Option<DeviceContext>> {
         let spec = QuerySpec::partition(&self.tables.state, PK, &device_pk(udid));
         let items = query_all(&self.client, spec, "load device context").await?;
@@ -294,31 +313,32 @@ impl DeviceStore for DynamoStore {
         }
     }
 
-    /// One conditional UpdateItem per device, which writes only a later
-    /// time and never creates an item.
+    /// Sends one conditional UpdateItem per device, 16 in flight, each of
+    /// which writes only a later time and never creates an item.
     async fn touch_devices(&self, seen: &[(String, Timestamp)]) -> StoreResult<()> {
-        for (udid, at) in seen {
-            let mut update = UpdateExpr::default();
-            update.set(TOUCHED_AT, nanos(*at));
-            let write = WriteOp::update(&self.tables.state, key(device_pk(udid), META), update)
-                .when(|e| {
-                    let touched = e.name(TOUCHED_AT);
-                    format!(
-                        "attribute_exists({}) AND (attribute_not_exists({touched}) OR {touched} < {})",
-                        e.name(PK),
-                        e.value(nanos(*at))
-                    )
-                });
-            match write_all(&self.client, vec![write], "touch devices").await {
+        let mut pending = seen.iter();
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            while tasks.len() < TOUCHES_IN_FLIGHT {
+                let Some((udid, at)) = pending.next() else {
+                    break;
+                };
+                let write = touch_write(&self.tables.state, udid, *at);
+                let client = self.client.clone();
+                tasks.spawn(async move { write_all(&client, vec![write], "touch devices").await });
+            }
+            let Some(joined) = tasks.join_next().await else {
+                return Ok(());
+            };
+            match joined.map_err(|e| StoreError::backend("touch devices", e))? {
                 Ok(()) | Err(WriteFailure::Cancelled(_)) => {}
                 Err(WriteFailure::Store(error)) => return Err(error),
             }
         }
-        Ok(())
     }
 
-    /// One write: a single conditional write when the change has one item,
-    /// else one `TransactWriteItems`. A status change that can move the
+    /// Applies the change in one write: a single conditional write when the
+    /// change has one item, else one `TransactWriteItems`. A status change that can move the
     /// operation's derived state costs one more read of the operation's
     /// partition afterwards.
     async fn commit(&self, change: Change) -> StoreResult<CommitOutcome> {

@@ -32,9 +32,9 @@ impl EventStore for DynamoStore {
         batch_write(&self.client, &self.tables.events, requests, "append events").await
     }
 
-    /// A Query of the operation's partition, or of `events_by_device` for
-    /// the device filter, in ULID order. Expired events (TTL deletes them
-    /// only some time after they expire) and the type filter are a
+    /// Queries the operation's partition, or `events_by_device` for the
+    /// device filter, in ULID order. Expired events (TTL deletes them only
+    /// some time after they expire) and the type filter are a
     /// FilterExpression.
     async fn list_events(
         &self,

@@ -1,5 +1,5 @@
-//! [`GroupStore`]: a group's partition holds its META item and one item per
-//! member; `members_by_device` finds a device's groups.
+//! [`GroupStore`]: a group's partition contains its META item and one item
+//! per member, and `members_by_device` finds a device's groups.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -57,7 +57,7 @@ impl GroupStore for DynamoStore {
         }
     }
 
-    /// A Query of `groups_by_id`, in id order.
+    /// Queries `groups_by_id`, in id order.
     async fn list_groups(&self, page: &PageRequest) -> StoreResult<Page<Group>> {
         let scope = CursorScope {
             list: "groups",
@@ -90,16 +90,16 @@ impl GroupStore for DynamoStore {
     /// repeated call converges on the list it sets.
     async fn set_members(&self, group_id: &str, udids: &[String]) -> StoreResult<()> {
         let current: BTreeSet<String> = self.members(group_id).await?.into_iter().collect();
-        let wanted: BTreeSet<String> = udids.iter().cloned().collect();
+        let requested: BTreeSet<String> = udids.iter().cloned().collect();
         let mut requests = Vec::new();
-        for udid in current.difference(&wanted) {
+        for udid in current.difference(&requested) {
             let delete = DeleteRequest::builder()
                 .set_key(Some(key(group_pk(group_id), member_sk(udid))))
                 .build()
                 .map_err(|e| StoreError::backend("set group members", e))?;
             requests.push(WriteRequest::builder().delete_request(delete).build());
         }
-        for udid in wanted.difference(&current) {
+        for udid in requested.difference(&current) {
             let mut item = key(group_pk(group_id), member_sk(udid));
             item.insert(MEMBER_UDID.into(), s(udid.clone()));
             item.insert(MEMBER_GROUP.into(), s(group_id));
@@ -118,7 +118,7 @@ impl GroupStore for DynamoStore {
         .await
     }
 
-    /// A consistent Query of the group's member items, in UDID order.
+    /// Reads the members with a consistent Query of the group's member items, in UDID order.
     async fn members(&self, group_id: &str) -> StoreResult<Vec<String>> {
         let spec = QuerySpec::partition(&self.tables.state, PK, &group_pk(group_id))
             .and_key(|e| format!("begins_with({}, {})", e.name(SK), e.value(s(MEMBER_PREFIX))));
@@ -129,8 +129,8 @@ impl GroupStore for DynamoStore {
             .collect()
     }
 
-    /// One Query of `members_by_device` per device (16 at a time), then the
-    /// groups in BatchGetItem calls.
+    /// Queries `members_by_device` once per device (16 at a time), then reads
+    /// the groups in BatchGetItem calls.
     async fn groups_of(&self, udids: &[String]) -> StoreResult<Vec<(String, Group)>> {
         let unique: Vec<String> = udids
             .iter()

@@ -8,7 +8,7 @@
 //!
 //! - The state table keeps each device in its own partition with its targets
 //!   and queued commands, so a check-in reads everything in one Query. An
-//!   operation's partition holds the operation and 16 counter shards.
+//!   operation's partition contains the operation and 16 counter shards.
 //! - The events table keeps each operation's audit trail in ULID order, with
 //!   a TTL attribute so that DynamoDB deletes events after their retention.
 //!
@@ -122,7 +122,7 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
-    /// A store on existing tables; [`create_tables`] makes them.
+    /// Creates a store on existing tables, which [`create_tables`] makes.
     pub fn new(client: Client, tables: DynamoTables) -> Self {
         DynamoStore { client, tables }
     }

@@ -8,10 +8,10 @@ use jiff::Timestamp;
 use super::DynamoStore;
 use super::codec::{
     CANCELLED_AT, CREATED_AT, CREATED_KEY, DATA, GROUP_IDS, IDEMPOTENT_OPERATION, Item, KIND, META,
-    OPERATION_LIST, OPERATION_LIST_PARTITION, PK, PRODUCT_VERSION, PROTOCOL, SEARCH, SK, STATUS,
-    TARGET_OP, TARGET_OP_STATUS, TARGET_UDID, TIME_ZONE, created_key, decode_target, device_pk,
-    get_s, idempotency_pk, key, nanos, operation_pk, operation_status_key, require_s, s,
-    sortable_time, string_list, target_sk, to_json,
+    OPERATION_LIST, OPERATION_LIST_PARTITION, OPERATION_PREFIX, PK, PRODUCT_VERSION, PROTOCOL,
+    SEARCH, SK, STATUS, TARGET_OP, TARGET_OP_STATUS, TARGET_UDID, TIME_ZONE, created_key,
+    decode_target, device_pk, get_s, idempotency_pk, key, nanos, operation_pk,
+    operation_status_key, require_s, s, sortable_time, string_list, target_sk, to_json,
 };
 use super::counts::OperationPartition;
 use super::cursor::{self, CursorScope};
@@ -45,8 +45,8 @@ fn operation_item(operation: &Operation) -> StoreResult<Item> {
     Ok(item)
 }
 
-/// Whether a cursor's creation key lies inside the requested time range, so
-/// that a cursor of another range is rejected instead of sent to DynamoDB.
+/// Checks that a cursor's creation key lies inside the requested time range,
+/// so that a cursor of another range is rejected instead of sent to DynamoDB.
 fn in_range(start: &Item, from: Option<Timestamp>, to: Option<Timestamp>) -> bool {
     let Some(AttributeValue::S(created)) = start.get(CREATED_KEY) else {
         return false;
@@ -87,8 +87,8 @@ impl OperationStore for DynamoStore {
             })
     }
 
-    /// One consistent Query of the operation's partition: META and the
-    /// counter shards, summed.
+    /// Reads the operation with one consistent Query of its partition: META
+    /// and the counter shards, summed.
     async fn get_operation(&self, id: &str) -> StoreResult<Option<Operation>> {
         self.read_operation_partition(id)
             .await?
@@ -96,7 +96,7 @@ impl OperationStore for DynamoStore {
             .transpose()
     }
 
-    /// A Query of `operations_by_created`, newest first, with the time range
+    /// Queries `operations_by_created`, newest first, with the time range
     /// as the sort-key condition and the other filters as a FilterExpression,
     /// then one Query per listed operation (run concurrently) for its counts.
     /// The state filter applies after the counts are read, so a page can
@@ -200,7 +200,7 @@ impl OperationStore for DynamoStore {
             .iter()
             .map(|item| {
                 get_s(item, "operation", PK)?
-                    .and_then(|pk| pk.strip_prefix("OP#"))
+                    .and_then(|pk| pk.strip_prefix(OPERATION_PREFIX))
                     .map(str::to_string)
                     .ok_or_else(|| {
                         StoreError::backend(
@@ -245,8 +245,8 @@ impl OperationStore for DynamoStore {
         .transpose()
     }
 
-    /// A Query of `targets_by_status` when filtering by status, else of
-    /// `targets_by_operation`, in UDID order; the other filters are a
+    /// Queries `targets_by_status` when filtering by status, else
+    /// `targets_by_operation`, in UDID order. The other filters are a
     /// FilterExpression.
     async fn list_targets(
         &self,
@@ -336,7 +336,7 @@ impl OperationStore for DynamoStore {
     /// condition that it is not set yet.
     ///
     /// NOTE: an operation whose last target finishes between the read and
-    /// the write is cancelled although it finished; the SQLite store checks
+    /// the write is cancelled although it finished. The SQLite store checks
     /// both in one transaction.
     async fn mark_cancelled(&self, operation_id: &str, at: Timestamp) -> StoreResult<()> {
         let Some(partition) = self.read_operation_partition(operation_id).await? else {

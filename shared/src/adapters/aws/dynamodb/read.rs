@@ -35,7 +35,7 @@ pub(super) struct QuerySpec {
 }
 
 impl QuerySpec {
-    /// A consistent query of one partition of `table`, in sort-key order.
+    /// Starts a consistent query of one partition of `table`, in sort-key order.
     pub(super) fn partition(table: &str, key_attribute: &str, value: &str) -> Self {
         let mut expr = Expr::default();
         let name = expr.name(key_attribute);
@@ -53,7 +53,7 @@ impl QuerySpec {
         }
     }
 
-    /// A query of one partition of an index (eventually consistent).
+    /// Starts a query of one partition of an index (eventually consistent).
     pub(super) fn index(
         table: &str,
         index: &'static str,
@@ -84,7 +84,7 @@ impl QuerySpec {
     }
 }
 
-/// One page: the items and the key to continue from, if DynamoDB stopped early.
+/// Reads one page: the items and the key to continue from, if DynamoDB stopped early.
 pub(super) async fn query_page(
     client: &Client,
     spec: &QuerySpec,
@@ -112,7 +112,7 @@ pub(super) async fn query_page(
     Ok((output.items.unwrap_or_default(), next))
 }
 
-/// Every item the query matches, following pages until the end.
+/// Reads every item the query matches, following pages until the end.
 pub(super) async fn query_all(
     client: &Client,
     mut spec: QuerySpec,

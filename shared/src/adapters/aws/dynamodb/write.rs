@@ -281,7 +281,7 @@ pub(super) const TRANSACTION_CONFLICT: &str = "TransactionConflict";
 /// not cause the cancellation.
 const NO_REASON: &str = "None";
 
-/// Why a write did not apply.
+/// The reason a write did not apply.
 #[derive(Debug)]
 pub(super) enum WriteFailure {
     /// DynamoDB cancelled it. The codes follow the order of the writes
@@ -292,7 +292,7 @@ pub(super) enum WriteFailure {
 }
 
 impl WriteFailure {
-    /// The codes of the writes that caused the cancellation, by position.
+    /// Returns the codes of the writes that caused the cancellation, by position.
     pub(super) fn reasons(&self) -> Option<Vec<Option<&str>>> {
         match self {
             WriteFailure::Cancelled(Some(codes)) => Some(
@@ -305,9 +305,9 @@ impl WriteFailure {
         }
     }
 
-    /// Maps a cancelled device-side write to the port's errors: a failed
-    /// condition or a write that met another transaction is a
-    /// [`StoreError::Conflict`]; other reasons are backend failures.
+    /// Maps a cancelled write to the port's errors. A failed condition, or a
+    /// write that met another transaction, is a [`StoreError::Conflict`].
+    /// Other reasons are backend failures.
     pub(super) fn into_store_error(
         self,
         operation: &'static str,
