@@ -39,7 +39,14 @@ start() {
 
 stop() {
     if [ -f .moto.pid ]; then
-        kill "$(cat .moto.pid)" 2>/dev/null || true
+        pid=$(cat .moto.pid)
+        kill "$pid" 2>/dev/null || true
+        # moto's server can take a few seconds to exit; make sure it does.
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
         rm -f .moto.pid .moto.port
     fi
 }

@@ -9,9 +9,9 @@
 use std::sync::Arc;
 
 use osdeploy_shared::adapters::RecordedPush;
+use osdeploy_shared::adapters::aws::AwsSettings;
 use osdeploy_shared::adapters::aws::dynamodb::{DynamoStore, DynamoTables};
 use osdeploy_shared::adapters::aws::scheduler::{EventBridgeScheduler, SchedulerSettings};
-use osdeploy_shared::adapters::aws::AwsSettings;
 use osdeploy_shared::catalog::Catalog;
 use osdeploy_shared::domain::{SystemClock, UlidGenerator};
 use osdeploy_shared::http::AppState;
@@ -48,7 +48,10 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-fn required(lookup: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<String, ConfigError> {
+fn required(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<String, ConfigError> {
     lookup(name).filter(|v| !v.is_empty()).ok_or(ConfigError {
         name,
         problem: "is not set".into(),
@@ -83,7 +86,9 @@ impl Config {
             events_table: required(&lookup, "OSDEPLOY_EVENTS_TABLE")?,
             scheduler,
             endpoint_url: lookup("OSDEPLOY_AWS_ENDPOINT").filter(|e| !e.is_empty()),
-            region: lookup("AWS_REGION").filter(|r| !r.is_empty()).unwrap_or_else(|| "us-east-1".into()),
+            region: lookup("AWS_REGION")
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "us-east-1".into()),
             admin_token: lookup("OSDEPLOY_ADMIN_TOKEN").filter(|t| !t.is_empty()),
             service,
         })
@@ -116,14 +121,20 @@ struct NoScheduler;
 
 #[async_trait::async_trait]
 impl osdeploy_shared::ports::Scheduler for NoScheduler {
-    async fn schedule(&self, schedule: &osdeploy_shared::ports::Schedule) -> osdeploy_shared::ports::StoreResult<()> {
+    async fn schedule(
+        &self,
+        schedule: &osdeploy_shared::ports::Schedule,
+    ) -> osdeploy_shared::ports::StoreResult<()> {
         Err(osdeploy_shared::ports::StoreError::InvalidInput(format!(
             "this function has no scheduler configured and cannot create schedule {}; set OSDEPLOY_SCHEDULE_GROUP",
             schedule.id
         )))
     }
 
-    async fn cancel_operation_schedules(&self, operation_id: &str) -> osdeploy_shared::ports::StoreResult<()> {
+    async fn cancel_operation_schedules(
+        &self,
+        operation_id: &str,
+    ) -> osdeploy_shared::ports::StoreResult<()> {
         Err(osdeploy_shared::ports::StoreError::InvalidInput(format!(
             "this function has no scheduler configured and cannot cancel the schedules of operation {operation_id}"
         )))
@@ -142,7 +153,8 @@ pub async fn services(config: &Config) -> Result<Arc<Services>, StartError> {
     ));
     let scheduler: Arc<dyn osdeploy_shared::ports::Scheduler> = match &config.scheduler {
         Some(settings) => Arc::new(
-            EventBridgeScheduler::new(aws_sdk_scheduler::Client::new(&sdk), settings.clone()).map_err(StartError::Scheduler)?,
+            EventBridgeScheduler::new(aws_sdk_scheduler::Client::new(&sdk), settings.clone())
+                .map_err(StartError::Scheduler)?,
         ),
         None => Arc::new(NoScheduler),
     };
@@ -195,7 +207,12 @@ mod tests {
 
     fn lookup(pairs: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         let pairs = pairs.to_vec();
-        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -229,7 +246,12 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_optional_variables_are_unset() {
-        let config = Config::from_lookup(lookup(&[("OSDEPLOY_STATE_TABLE", "s"), ("OSDEPLOY_EVENTS_TABLE", "e"), ("OSDEPLOY_ADMIN_TOKEN", "")])).unwrap();
+        let config = Config::from_lookup(lookup(&[
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+            ("OSDEPLOY_ADMIN_TOKEN", ""),
+        ]))
+        .unwrap();
         assert!(config.admin_token.is_none());
         assert!(config.scheduler.is_none());
         assert!(config.endpoint_url.is_none());

@@ -18,7 +18,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 .map_err(|e| format!("the event is not an osdeploy schedule: {e}"))?;
             let report = services.run_job(&schedule.job).await?;
             tracing::info!(schedule = %schedule.id, count = report.targets, "scheduled job ran");
-            Ok::<Value, lambda_runtime::Error>(json!({ "schedule": schedule.id, "targets": report.targets }))
+            Ok::<Value, lambda_runtime::Error>(
+                json!({ "schedule": schedule.id, "targets": report.targets }),
+            )
         }
     }))
     .await
