@@ -189,6 +189,39 @@ pub fn app_state(services: Arc<Services>, config: &Config) -> AppState {
     }
 }
 
+/// Longest time a device function keeps last-seen times in memory.
+pub const LAST_SEEN_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Wraps a device router so that the last-seen times the services buffer
+/// are written in one batch at most every [`LAST_SEEN_FLUSH_EVERY`].
+/// Lambda freezes an instance between requests, so there is no background
+/// task to do it: the request that finds the interval passed writes the
+/// batch before its response goes out.
+pub fn flush_last_seen(router: axum::Router, services: Arc<Services>) -> axum::Router {
+    let last_flush = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let services = services.clone();
+            let last_flush = last_flush.clone();
+            async move {
+                let response = next.run(request).await;
+                let due = {
+                    let mut last = last_flush.lock().unwrap_or_else(|e| e.into_inner());
+                    let due = last.elapsed() >= LAST_SEEN_FLUSH_EVERY;
+                    if due {
+                        *last = std::time::Instant::now();
+                    }
+                    due
+                };
+                if due && let Err(e) = services.flush_last_seen().await {
+                    tracing::warn!(error = %e, "could not record last-seen times");
+                }
+                response
+            }
+        },
+    ))
+}
+
 /// JSON logs without ANSI colours or timestamps (CloudWatch adds its own).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OSDEPLOY_LOG")

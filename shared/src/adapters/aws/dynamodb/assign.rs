@@ -183,10 +183,10 @@ impl DynamoStore {
         }
 
         let mut commit = CommitOutcome::default();
-        for (operation_id, delta) in &applied {
+        for (operation_id, _) in &applied {
             commit
                 .state_changes
-                .extend(self.state_change(operation_id, delta).await?);
+                .extend(self.state_change(operation_id).await?);
         }
         let outcomes = outcomes
             .into_iter()

@@ -30,6 +30,9 @@ use super::read::{QuerySpec, query_all};
 use super::schema::COUNTER_SHARDS;
 use super::write::{UpdateExpr, WriteOp};
 use crate::domain::{Operation, OperationState, StatusCounts, TargetStatus};
+
+/// META attribute: the lifecycle state last reported in a `CommitOutcome`.
+const REPORTED_STATE: &str = "reported_state";
 use crate::ports::StoreResult;
 
 /// Returns the counter shard of a device, stable across processes.
@@ -212,15 +215,6 @@ impl OperationPartition {
         state_of(self.cancelled_at.is_some(), &self.counts)
     }
 
-    /// Returns the state before `delta` was applied to the counts read here.
-    pub(super) fn state_without(&self, delta: &StatusCounts) -> OperationState {
-        let mut before = self.counts;
-        for status in TargetStatus::ALL {
-            before.add(status, -delta.get(status));
-        }
-        state_of(self.cancelled_at.is_some(), &before)
-    }
-
     /// Decodes the operation as the port returns it.
     pub(super) fn into_operation(self) -> StoreResult<Operation> {
         let data = codec::require_s(&self.meta, "operation", DATA)?;
@@ -262,24 +256,59 @@ impl DynamoStore {
     }
 
     /// Reports the state change that `delta`, already committed, made to an
-    /// operation: one read of the partition, compared with the state the
-    /// same counts had without the delta.
+    /// operation, at most once per change across concurrent writers.
     ///
-    /// NOTE: a concurrent write between the commit and this read is counted
-    /// in both states' counts. Two writers finishing an operation at the
-    /// same moment can then both report the change, or, if their deltas
-    /// cancel out, neither. The SQLite store reads inside its transaction
-    /// and reports each change once.
+    /// The state derived from the counts read after the commit is compared
+    /// with the last state reported, kept in the operation's META item as
+    /// `reported_state`. A writer that sees a new state claims it with a
+    /// conditional update from the old one, and only the writer whose
+    /// update succeeds reports the change, so two devices leaving Pending
+    /// at the same moment yield one `operation_started`, not zero or two.
+    /// Costs the partition read, plus one conditional write on a change.
     pub(super) async fn state_change(
         &self,
         operation_id: &str,
-        delta: &StatusCounts,
     ) -> StoreResult<Option<(String, OperationState, OperationState)>> {
         let Some(partition) = self.read_operation_partition(operation_id).await? else {
             return Ok(None);
         };
-        let before = partition.state_without(delta);
         let after = partition.state();
-        Ok((before != after).then(|| (operation_id.to_string(), before, after)))
+        let reported = get_s(&partition.meta, "operation", REPORTED_STATE)?
+            .and_then(|text| text.parse::<OperationState>().ok())
+            .unwrap_or(OperationState::Scheduled);
+        if after == reported || after == OperationState::Cancelled {
+            return Ok(None);
+        }
+        let condition = if reported == OperationState::Scheduled {
+            "attribute_not_exists(#reported) OR #reported = :before"
+        } else {
+            "#reported = :before"
+        };
+        let claim = self
+            .client
+            .update_item()
+            .table_name(&self.tables.state)
+            .set_key(Some(key(operation_pk(operation_id), META)))
+            .update_expression("SET #reported = :after")
+            .condition_expression(condition)
+            .expression_attribute_names("#reported", REPORTED_STATE)
+            .expression_attribute_values(":before", codec::s(reported.as_str()))
+            .expression_attribute_values(":after", codec::s(after.as_str()))
+            .send()
+            .await;
+        match claim {
+            Ok(_) => Ok(Some((operation_id.to_string(), reported, after))),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(crate::ports::StoreError::backend(
+                "record operation state",
+                error,
+            )),
+        }
     }
 }

@@ -384,10 +384,10 @@ impl DeviceStore for DynamoStore {
             })?;
 
         let mut outcome = CommitOutcome::default();
-        if let Some((operation_id, delta)) = state_check {
+        if let Some((operation_id, _)) = state_check {
             outcome
                 .state_changes
-                .extend(self.state_change(&operation_id, &delta).await?);
+                .extend(self.state_change(&operation_id).await?);
         }
         Ok(outcome)
     }

@@ -16,7 +16,7 @@ use super::counts::{OperationPartition, ShardDelta, may_change_state, shard_of};
 use super::cursor::{self, CursorScope};
 use super::schema::COUNTER_SHARDS;
 use super::write::{Expr, UpdateExpr};
-use crate::domain::{OperationState, StatusCounts, TargetStatus};
+use crate::domain::{OperationState, TargetStatus};
 use crate::ports::StoreError;
 use crate::ports::contract::fixtures::{T0, at_minute, device, operation};
 
@@ -298,28 +298,6 @@ fn cancelled_partition_hides_later_start() {
     );
     assert_eq!(operation.finished_at, None, "cancelled is not finished");
     assert_eq!(operation.cancelled_at, Some(at_minute(2)), "cancel time");
-}
-
-#[test]
-fn state_without_delta() {
-    use TargetStatus::*;
-    let items = vec![
-        meta_item(None),
-        shard_item(2, &[(Pending, 1), (Downloading, 1)], Some(T0), None),
-    ];
-    let partition = OperationPartition::from_items(items)
-        .ok()
-        .flatten()
-        .expect("a partition with META");
-    let mut delta = StatusCounts::default();
-    delta.add(Pending, -1);
-    delta.add(Downloading, 1);
-    assert_eq!(partition.state(), OperationState::InProgress, "after");
-    assert_eq!(
-        partition.state_without(&delta),
-        OperationState::Scheduled,
-        "before the first target left pending"
-    );
 }
 
 fn scope(partition: &str) -> CursorScope<'_> {
