@@ -13,6 +13,8 @@ test: check unit
 check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
+	test -x .venv/bin/cfn-lint || (python3 -m venv .venv && .venv/bin/pip install --quiet --disable-pip-version-check "cfn-lint==1.58.0")
+	.venv/bin/cfn-lint infra/template.yaml
 
 # The AWS adapter tests run against moto's server, which this target installs
 # into .venv, starts on 127.0.0.1 and stops again, whatever the tests did.
