@@ -8,7 +8,7 @@ Each run starts a new process, hands it one API Gateway (HTTP API, payload
 2.0) event for `PUT /mdm/connect` with an Idle result from a device that
 never enrolled, and times:
 
-- init: process start until the function asks for its first event;
+- init: process start until the function requests its first event;
 - first response: process start until it posts the response (one DynamoDB
   Query against moto, then a 403).
 

@@ -106,7 +106,7 @@ impl Config {
     }
 }
 
-/// Why the services could not be built.
+/// Errors that stop the services from being built.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -179,7 +179,7 @@ pub async fn services(config: &Config) -> Result<Arc<Services>, StartError> {
     )))
 }
 
-/// The state the HTTP handlers get.
+/// Builds the state the HTTP handlers get.
 pub fn app_state(services: Arc<Services>, config: &Config) -> AppState {
     AppState {
         services,
@@ -189,7 +189,7 @@ pub fn app_state(services: Arc<Services>, config: &Config) -> AppState {
     }
 }
 
-/// Longest time a device function keeps last-seen times in memory.
+/// Maximum time a device function keeps last-seen times in memory.
 pub const LAST_SEEN_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Wraps a device router so that the last-seen times the services buffer
