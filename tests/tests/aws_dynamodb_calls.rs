@@ -214,12 +214,14 @@ async fn calls_per_checkin_and_report() {
     check(&mut steps, &log, "DDM tokens check-in", 1, 0);
 
     ddm(&services, &phone.udid, "status", Some(report(accepted))).await;
+    // A lifecycle change costs one more read of the operation, the
+    // conditional write that claims the change, and the event's append.
     check(
         &mut steps,
         &log,
         "status report, pending -> approved, operation starts",
         2,
-        2,
+        3,
     );
 
     let downloading = json!({ "softwareupdate": { "install-state": "downloading", "pending-version": { "os-version": "26.6.1", "build-version": "23G83" } } });
@@ -261,7 +263,7 @@ async fn calls_per_checkin_and_report() {
         &log,
         "status report, installing -> installed, operation completes",
         2,
-        2,
+        3,
     );
 
     let target = store
