@@ -5,7 +5,7 @@ CARGO ?= cargo
 
 # Server and a simulated fleet of 600 devices through three operations.
 demo:
-	$(CARGO) run --release --locked -p osdeploy-cli -- demo
+	$(CARGO) run --release --locked -p osdeploy-cli --bin osdeploy -- demo
 
 # Every test, after formatting and lints.
 test: check unit
