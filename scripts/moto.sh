@@ -3,7 +3,7 @@
 # tests run against. It listens on 127.0.0.1 only, on a free port written
 # to .moto.port; the process id goes to .moto.pid.
 #
-#   scripts/moto.sh start   install moto into .venv if needed, start it, wait until it answers
+#   scripts/moto.sh start   install moto into .venv if needed, start it, wait until it responds
 #   scripts/moto.sh stop    stop the server this script started
 set -euo pipefail
 cd "$(dirname "$0")/.."

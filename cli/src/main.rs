@@ -81,10 +81,6 @@ fn init_logging(default_filter: &str) {
         .init();
 }
 
-fn report(error: &dyn std::error::Error) -> ExitCode {
-    osdeploy_cli::report_error(error)
-}
-
 async fn serve(args: ServeArgs) -> ExitCode {
     if !(args.clock_speed.is_finite() && args.clock_speed > 0.0) {
         eprintln!(
@@ -119,7 +115,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     };
     let handle = match server::start(config).await {
         Ok(handle) => handle,
-        Err(e) => return report(&e),
+        Err(e) => return osdeploy_cli::report_error(&e),
     };
     println!(
         "osdeploy listening on {} (admin API under /api/v1, devices on /mdm/checkin and /mdm/connect)",
@@ -142,7 +138,7 @@ async fn import_catalog(file: PathBuf, database: PathBuf) -> ExitCode {
             println!("{summary}");
             ExitCode::SUCCESS
         }
-        Err(e) => report(e.as_ref()),
+        Err(e) => osdeploy_cli::report_error(e.as_ref()),
     }
 }
 

@@ -15,7 +15,7 @@ use osdeploy_shared::service::{Ports, ServiceConfig, Services};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// How the server's clock runs.
+/// The mode of the server's clock.
 #[derive(Debug, Clone)]
 pub enum ClockMode {
     System,
@@ -95,7 +95,7 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// The base URL devices and administrators use.
+    /// Returns the base URL devices and administrators use.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::platform::{OsVersion, Platform};
 
-/// Where a device is in the MDM enrollment handshake.
+/// The device's stage in the MDM enrollment handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EnrollmentState {
@@ -54,7 +54,7 @@ pub struct Device {
     pub revision: u64,
 }
 
-/// Why a device cannot take an update over a protocol.
+/// The reason a device cannot take an update over a protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "code", content = "message")]
 pub enum Incompatibility {
@@ -67,7 +67,7 @@ pub enum Incompatibility {
 }
 
 impl Device {
-    /// Whether the device can be enforced through the DDM declaration:
+    /// Returns whether the device can be enforced through the DDM declaration:
     /// macOS 14+ supervised, or iOS/iPadOS 17+.
     pub fn supports_ddm(&self) -> bool {
         match (self.platform, &self.os_version) {
@@ -77,7 +77,7 @@ impl Device {
         }
     }
 
-    /// Whether the device can be updated over `protocol`, and why not.
+    /// Returns why the device cannot be updated over `protocol`, or `None`.
     pub fn incompatibility(&self, protocol: super::Protocol) -> Option<Incompatibility> {
         let (Some(platform), Some(version)) = (self.platform, &self.os_version) else {
             return Some(Incompatibility::InventoryIncomplete(format!(

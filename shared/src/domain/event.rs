@@ -89,7 +89,7 @@ impl fmt::Display for EventType {
 }
 
 impl EventType {
-    /// The event recorded when a target moves from `from` to `to`.
+    /// Returns the event recorded when a target moves from `from` to `to`.
     /// Failures are named by the phase they interrupted.
     pub fn for_move(from: TargetStatus, to: TargetStatus) -> EventType {
         use TargetStatus::*;
@@ -117,7 +117,7 @@ impl EventType {
 }
 
 impl EventType {
-    /// The event for a move into Retry or Failed: the failure reason names
+    /// Returns the event for a move into Retry or Failed. The failure reason names
     /// the phase when the status the target left does not (a download that
     /// failed before the device reported any progress, say).
     pub fn for_failure(from: TargetStatus, to: TargetStatus, reason: &str) -> EventType {

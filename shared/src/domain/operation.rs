@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::platform::{OsVersion, Platform};
 use super::status::TargetStatus;
 
-/// How an operation came to exist.
+/// The origin of an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationType {
@@ -89,7 +89,7 @@ snake_case_text!(OperationState {
     Cancelled => "cancelled",
 });
 
-/// Which clock an enforcement deadline is read on.
+/// The time zone an enforcement deadline is read in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", from = "String")]
 pub enum TimeZoneRule {
@@ -128,7 +128,7 @@ pub struct Reminder {
     pub repeat_every_hours: u32,
 }
 
-/// How the update installs.
+/// The installation method.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum InstallSettings {
@@ -198,7 +198,7 @@ impl StatusCounts {
             .sum()
     }
 
-    /// The lifecycle state these counts imply for an operation that was not cancelled.
+    /// Derives the lifecycle state of an operation that was not cancelled.
     pub fn derived_state(&self) -> OperationState {
         let total = self.total();
         if total > 0 && self.completed() == total {
@@ -244,7 +244,7 @@ pub struct Operation {
     pub install: InstallSettings,
     pub state: OperationState,
     pub counts: StatusCounts,
-    /// Who created it: an administrator's name, or "system".
+    /// Creator: an administrator's name, or "system".
     pub created_by: String,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::platform::OsVersion;
 
-/// Where one device stands in one operation.
+/// The status of one device in one operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetStatus {
@@ -69,7 +69,8 @@ impl TargetStatus {
         TargetStatus::Deprecated,
     ];
 
-    /// A final status never changes again; a device in one counts as completed.
+    /// Returns whether the status is final. A final status never changes again,
+    /// and a device in one counts as completed.
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -137,7 +138,7 @@ impl FromStr for TargetStatus {
     }
 }
 
-/// What a device report means for its target, independent of the protocol.
+/// The meaning of a device report for its target, independent of the protocol.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Signal {
     /// The device accepted the instruction (MDM `Acknowledged`, DDM declaration active and valid).

@@ -18,7 +18,7 @@ use crate::service::Services;
 
 pub use error::ApiError;
 
-/// What every handler can reach.
+/// The state every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub services: Arc<Services>,
@@ -27,13 +27,10 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
 }
 
-/// The whole application: admin API under `/api/v1` and the device endpoints.
+/// Builds the whole application: the admin API under `/api/v1` and the
+/// device endpoints.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .nest("/api/v1", admin::routes(state.clone()))
-        .merge(device::routes())
-        .layer(middleware::from_fn_with_state(state.clone(), date_header))
-        .with_state(state)
+    admin_router(state.clone()).merge(device_router(state))
 }
 
 /// Only the admin API under `/api/v1`, for its own Lambda function.

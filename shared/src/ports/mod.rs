@@ -98,18 +98,18 @@ pub struct DeviceFilter {
     pub platform: Option<Platform>,
 }
 
-/// A device with what the device endpoints need to answer it, read in one go
+/// A device with what the device endpoints need to reply to it, read in one go
 /// (one query of the device's partition on DynamoDB).
 #[derive(Debug, Clone)]
 pub struct DeviceContext {
     pub device: Device,
     /// The target of the device's current operation, if it has one.
     pub target: Option<Target>,
-    /// Commands not yet answered, oldest first.
+    /// Commands without a result yet, oldest first.
     pub commands: Vec<QueuedCommand>,
 }
 
-/// Where an MDM command is in its life.
+/// The life-cycle stage of a queued MDM command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandState {
@@ -117,7 +117,7 @@ pub enum CommandState {
     Queued,
     /// Sent; no result yet.
     Sent,
-    /// The device answered NotNow; sent again after its next Idle.
+    /// The device replied NotNow. The command is sent again after its next Idle.
     NotNow,
 }
 
@@ -182,7 +182,7 @@ impl Change {
     }
 }
 
-/// What a transaction did to operations' lifecycle states, so the caller
+/// The lifecycle-state changes a transaction made to operations, so the caller
 /// can record `operation_started` and `operation_completed` events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -199,7 +199,7 @@ pub trait DeviceStore: Send + Sync {
     /// Devices by UDID; unknown UDIDs are left out. Order follows `udids`.
     async fn get_devices(&self, udids: &[String]) -> StoreResult<Vec<Device>>;
 
-    /// The device, its current target and its pending commands, in one read.
+    /// Reads the device, its current target and its pending commands in one read.
     async fn load_context(&self, udid: &str) -> StoreResult<Option<DeviceContext>>;
 
     /// Inventory list ordered by UDID.
@@ -275,7 +275,7 @@ pub struct Assignment {
     pub commands: Vec<QueuedCommand>,
 }
 
-/// What happened to one [`Assignment`].
+/// The result of one [`Assignment`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AssignOutcome {
     Assigned,
@@ -290,7 +290,7 @@ pub trait OperationStore: Send + Sync {
     /// Stores a new operation with zero counts. Conflict when the id exists.
     async fn insert_operation(&self, operation: &Operation) -> StoreResult<()>;
 
-    /// The operation with its current counts and derived state.
+    /// Returns the operation with its current counts and derived state.
     async fn get_operation(&self, id: &str) -> StoreResult<Option<Operation>>;
 
     /// Operations, newest first.
@@ -311,7 +311,7 @@ pub trait OperationStore: Send + Sync {
 
     async fn get_target(&self, operation_id: &str, udid: &str) -> StoreResult<Option<Target>>;
 
-    /// An operation's targets ordered by device id.
+    /// Lists an operation's targets ordered by device id.
     async fn list_targets(
         &self,
         operation_id: &str,
@@ -323,7 +323,7 @@ pub trait OperationStore: Send + Sync {
     /// cancelled or finished. Targets are cancelled one by one afterwards.
     async fn mark_cancelled(&self, operation_id: &str, at: Timestamp) -> StoreResult<()>;
 
-    /// The operation recorded for an idempotency key, if any.
+    /// Returns the operation recorded for an idempotency key, if any.
     async fn lookup_idempotency_key(&self, key: &str) -> StoreResult<Option<String>>;
 
     /// Records `operation_id` for an idempotency key, or returns the

@@ -71,10 +71,10 @@ impl Services {
             }
             CheckinMessage::DeclarativeManagement(ddm) => {
                 let Some(context) = self.ports.devices.load_context(&udid).await? else {
-                    return Err(not_enrolled(&udid));
+                    return Err(ServiceError::not_enrolled(&udid));
                 };
                 if context.device.enrollment != EnrollmentState::Enrolled {
-                    return Err(not_enrolled(&udid));
+                    return Err(ServiceError::not_enrolled(&udid));
                 }
                 let body = self
                     .handle_declarative(context, &ddm.endpoint, ddm.data.as_deref())
@@ -171,10 +171,10 @@ impl Services {
         let now = self.now();
         for _ in 0..5 {
             let Some(context) = self.ports.devices.load_context(udid).await? else {
-                return Err(not_enrolled(udid));
+                return Err(ServiceError::not_enrolled(udid));
             };
             if context.device.enrollment == EnrollmentState::CheckedOut {
-                return Err(not_enrolled(udid));
+                return Err(ServiceError::not_enrolled(udid));
             }
             let first = context.device.enrollment == EnrollmentState::Authenticated;
             let mut work = Work::new(context);
@@ -217,7 +217,7 @@ impl Services {
     async fn check_out(&self, udid: &str) -> ServiceResult<()> {
         for _ in 0..5 {
             let Some(context) = self.ports.devices.load_context(udid).await? else {
-                return Err(not_enrolled(udid));
+                return Err(ServiceError::not_enrolled(udid));
             };
             let mut work = Work::new(context);
             let queued: Vec<CommandWrite> = work
@@ -264,7 +264,7 @@ impl Services {
     async fn enrolled_device(&self, udid: &str) -> ServiceResult<Device> {
         match self.ports.devices.get_device(udid).await? {
             Some(device) if device.enrollment == EnrollmentState::Enrolled => Ok(device),
-            _ => Err(not_enrolled(udid)),
+            _ => Err(ServiceError::not_enrolled(udid)),
         }
     }
 
@@ -287,14 +287,6 @@ impl Services {
             }
         }
         Err(busy(udid))
-    }
-}
-
-fn not_enrolled(udid: &str) -> ServiceError {
-    ServiceError::Forbidden {
-        message: format!(
-            "device {udid} has not completed Authenticate and TokenUpdate; re-enroll it"
-        ),
     }
 }
 

@@ -33,10 +33,10 @@ impl Services {
         };
         for _ in 0..5 {
             let Some(context) = self.ports.devices.load_context(&udid).await? else {
-                return Err(not_enrolled(&udid));
+                return Err(ServiceError::not_enrolled(&udid));
             };
             if context.device.enrollment != EnrollmentState::Enrolled {
-                return Err(not_enrolled(&udid));
+                return Err(ServiceError::not_enrolled(&udid));
             }
             let mut work = Work::new(context);
             if result.status != CommandStatus::Idle {
@@ -77,7 +77,7 @@ impl Services {
         let Some(command) = work.commands.iter().find(|c| c.uuid == uuid).cloned() else {
             // A repeated result for a command already removed, or a command this
             // server never sent.
-            tracing::debug!(device_id = %udid, command_uuid = %uuid, "result for an unknown or answered command ignored");
+            tracing::debug!(device_id = %udid, command_uuid = %uuid, "ignored a result for an unknown or already removed command");
             return;
         };
         let for_target = work
@@ -425,17 +425,9 @@ impl Services {
                 }
             }
             TargetStatus::Installing => self.queue_for_target(work, MdmInstruction::VersionQuery),
-            // Pending with nothing queued: the instruction was answered with
+            // Pending with nothing queued: the device replied to the instruction with
             // a value this server does not know, so ask where the device is.
             _ => self.queue_for_target(work, MdmInstruction::StatusQuery),
         }
-    }
-}
-
-fn not_enrolled(udid: &str) -> ServiceError {
-    ServiceError::Forbidden {
-        message: format!(
-            "device {udid} is not enrolled: send Authenticate and TokenUpdate to the check-in URL first"
-        ),
     }
 }

@@ -33,7 +33,7 @@ impl FieldError {
     }
 }
 
-/// Why a use case did not complete.
+/// Errors that stop a use case.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// The request is invalid; `details` names each offending field.
@@ -72,6 +72,15 @@ impl ServiceError {
         message: impl Into<String>,
     ) -> Self {
         Self::invalid(vec![FieldError::new(field, code, message)])
+    }
+
+    /// The error for a device request from a device that is not enrolled.
+    pub fn not_enrolled(udid: &str) -> Self {
+        ServiceError::Forbidden {
+            message: format!(
+                "device {udid} is not enrolled: send Authenticate and TokenUpdate to the check-in URL first"
+            ),
+        }
     }
 
     pub fn not_found(what: &'static str, id: impl Into<String>) -> Self {

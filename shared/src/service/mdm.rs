@@ -22,7 +22,7 @@ use crate::apple::mdm::{
 use crate::domain::{Device, Platform, Signal, Target, TargetStatus};
 use crate::ports::{CommandState, QueuedCommand};
 
-/// What the server asks of a device for its target.
+/// The instruction the server sends a device for its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MdmInstruction {
     /// Download now, install at the deadline.
@@ -182,7 +182,7 @@ fn matches_update(target: &Target, product_key: &str) -> bool {
     }
 }
 
-/// What an `OSUpdateStatus` result says about the target.
+/// The reading of an `OSUpdateStatus` result for the target.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StatusReading {
     Signals(Vec<Signal>, String),

@@ -65,7 +65,7 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// Every store port served by one adapter that implements them all.
+    /// Serves every store port from one adapter that implements them all.
     pub fn from_store<S>(store: Arc<S>, push: Arc<dyn Push>) -> Ports
     where
         S: DeviceStore
@@ -123,7 +123,7 @@ impl Services {
         self.clock.now()
     }
 
-    /// The catalog in use.
+    /// Returns the catalog in use.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog
             .read()
@@ -136,7 +136,7 @@ impl Services {
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
     }
 
-    /// A new event stamped now, kept for the retention period.
+    /// Creates an event stamped now, kept for the retention period.
     pub fn event(
         &self,
         operation_id: &str,

@@ -80,7 +80,7 @@ impl OperationView {
     }
 }
 
-/// The installation settings, with how each one reaches the devices.
+/// Renders the installation settings, with how each one reaches the devices.
 pub fn installation_view(settings: &InstallSettings, protocol: Protocol) -> Value {
     let mut view = serde_json::to_value(settings).unwrap_or(Value::Null);
     if let (InstallSettings::EnforceAtSchedule { reminders, .. }, Value::Object(map)) =

@@ -18,7 +18,7 @@ pub use scheduler::{EventBridgeScheduler, SchedulerSettings};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 
-/// Where and as whom the AWS clients connect.
+/// Endpoint, region and credentials of the AWS clients.
 #[derive(Debug, Clone)]
 pub struct AwsSettings {
     pub region: String,
