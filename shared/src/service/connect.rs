@@ -249,7 +249,7 @@ impl Services {
                             work.apply(
                                 self,
                                 Signal::AttemptFailed {
-                                    reason: "the update is no longer listed by the device before it was installed".into(),
+                                    reason: format!("{}: the update is no longer listed by the device before it was installed", crate::domain::REASON_UPDATE_VANISHED),
                                     retryable: true,
                                 },
                                 None,

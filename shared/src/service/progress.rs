@@ -94,13 +94,27 @@ impl Work {
         }
     }
 
-    /// Runs one signal through the state machine and records the result.
+    /// Runs one signal the device reported through the state machine and
+    /// records the result.
     pub fn apply(
         &mut self,
         services: &Services,
         signal: Signal,
         detail: Option<String>,
         extra: Value,
+    ) {
+        self.apply_as(services, signal, detail, extra, Actor::Device);
+    }
+
+    /// Runs one signal through the state machine and records the result,
+    /// with `actor` on the events it writes.
+    pub fn apply_as(
+        &mut self,
+        services: &Services,
+        signal: Signal,
+        detail: Option<String>,
+        extra: Value,
+        actor: Actor,
     ) {
         let now = services.now();
         let Some(target) = self.target.as_mut() else {
@@ -134,8 +148,11 @@ impl Work {
                     details["detail"] = json!(detail);
                 }
                 if let Some(error) = &change.error {
+                    let policy = services.config.retry_policy.for_reason(error);
                     details["error"] = json!(error);
+                    details["reason"] = json!(error);
                     details["attempt"] = json!(change.failures);
+                    details["max_attempts"] = json!(policy.max_attempts);
                     details["will_retry"] = json!(change.to == TargetStatus::Retry);
                 }
                 if let Some(at) = change.next_attempt_at {
@@ -151,7 +168,7 @@ impl Work {
                         Some(reason) => EventType::for_failure(change.from, change.to, reason),
                         None => EventType::for_move(change.from, change.to),
                     },
-                    Actor::Device,
+                    actor,
                     details,
                 );
                 self.events.push(event);
