@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod mdm;
 pub mod operations;
 pub mod progress;
+pub mod retry_settings;
 pub mod sweep;
 pub mod views;
 
