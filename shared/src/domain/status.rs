@@ -281,8 +281,9 @@ pub struct RetryPolicies {
 impl Default for RetryPolicies {
     /// Three attempts for every reason. The first wait follows how soon the
     /// cause usually clears: a phone call ends within minutes, a charger or
-    /// a network comes back within the hour, while freeing disk space or
-    /// connecting the device to a computer needs the user.
+    /// a network comes back within the hour, while connecting the device to
+    /// a computer needs the user. The other reasons, insufficient space
+    /// among them, keep the one-hour default.
     fn default() -> Self {
         let policy = |minutes: i64| RetryPolicy {
             initial_backoff_seconds: minutes * 60,
@@ -293,8 +294,6 @@ impl Default for RetryPolicies {
             ("DownloadInsufficientPower", policy(30)),
             ("InstallInsufficientPower", policy(30)),
             ("DownloadInsufficientNetwork", policy(30)),
-            ("DownloadInsufficientSpace", policy(4 * 60)),
-            ("InstallInsufficientSpace", policy(4 * 60)),
             ("DownloadRequiresComputer", policy(24 * 60)),
         ]
         .into_iter()
@@ -818,8 +817,8 @@ mod tests {
             ("DownloadInsufficientPower", 30 * 60),
             ("InstallInsufficientPower", 30 * 60),
             ("DownloadInsufficientNetwork", 30 * 60),
-            ("DownloadInsufficientSpace", 4 * 3600),
-            ("InstallInsufficientSpace", 4 * 3600),
+            ("DownloadInsufficientSpace", 3600),
+            ("InstallInsufficientSpace", 3600),
             ("DownloadRequiresComputer", 24 * 3600),
             ("stalled: no report for 72h", 3600),
             ("update_vanished: the update is no longer listed", 3600),
