@@ -18,6 +18,8 @@ pub struct Work {
     pub target: Option<Target>,
     target_revision: u64,
     previous_status: TargetStatus,
+    /// Whether the target had a report before this one, for [`Work::undo_mark_reported`].
+    previously_reported: bool,
     target_changed: bool,
     pub commands: Vec<QueuedCommand>,
     pub events: Vec<crate::domain::Event>,
@@ -31,6 +33,7 @@ impl Work {
             .target
             .as_ref()
             .map_or(TargetStatus::Pending, |t| t.status);
+        let previously_reported = context.target.as_ref().is_some_and(|t| t.reported);
         Work {
             device_revision: context.device.revision,
             device: context.device,
@@ -38,6 +41,7 @@ impl Work {
             target: context.target,
             target_revision,
             previous_status,
+            previously_reported,
             target_changed: false,
             commands: context.commands,
             events: Vec::new(),
@@ -91,6 +95,18 @@ impl Work {
         {
             target.reported = true;
             self.target_changed = true;
+        }
+    }
+
+    /// Takes back [`Work::mark_reported`] for a reply that carried no news
+    /// about the update (a `ScheduleOSUpdate` that scheduled nothing), so that
+    /// a device found on the target afterwards is still Obsolete.
+    pub fn undo_mark_reported(&mut self) {
+        if let Some(target) = &mut self.target
+            && !self.previously_reported
+            && target.status == TargetStatus::Pending
+        {
+            target.reported = false;
         }
     }
 
