@@ -125,7 +125,11 @@ impl Services {
             );
             return;
         }
-        work.mark_reported();
+        // A version answer decides Installed versus Obsolete by itself, so it
+        // does not count as an earlier report.
+        if command.request_type != "DeviceInformation" {
+            work.mark_reported();
+        }
         match &result.status {
             CommandStatus::Acknowledged => {
                 if audited {
@@ -220,6 +224,7 @@ impl Services {
                     work.apply(self, signal, None, json!({ "command_uuid": command.uuid }));
                 }
                 if nothing_scheduled {
+                    work.undo_mark_reported();
                     self.queue_for_target(work, MdmInstruction::VersionQuery);
                 }
             }
