@@ -443,6 +443,34 @@ pub async fn mdm_retries_until_failed(h: &Harness) {
     );
 }
 
+/// Puts one MDM Mac into Retry after a phone call interrupted its install,
+/// and returns the operation id and the device.
+pub async fn mac_in_retry(h: &Harness) -> (String, TestDevice) {
+    let mac = TestDevice::mac("MAC-LOOP", "15.7.7", "24G720");
+    h.enroll(&mac).await;
+    let operation = h
+        .create(json!({
+            "update": { "product_version": "15.7.9" },
+            "protocol": "mdm",
+            "targets": { "device_ids": [mac.udid] },
+            "install": { "method": "install_immediately" },
+        }))
+        .await;
+    let command = h.idle(&mac).await.expect("ScheduleOSUpdate");
+    h.send(schedule_result(
+        &mac,
+        &command,
+        KEY_15_7_9,
+        UpdateResultStatus::InstallPhoneCallInProgress,
+    ))
+    .await;
+    assert_eq!(
+        h.target(&operation, &mac.udid).await.status,
+        TargetStatus::Retry
+    );
+    (operation, mac)
+}
+
 /// DDM: a failure the device reports puts the target in Retry; when the
 /// backoff ends the sweep queues a `DeclarativeManagement` command and
 /// pushes, because the declaration itself does not change.
