@@ -123,6 +123,10 @@ impl Services {
     }
 
     /// Ids of the operations in progress, from the operations list.
+    ///
+    /// NOTE: the state is derived from the counts, so the list reads every
+    /// operation not cancelled and filters afterwards: the cost of a sweep
+    /// grows with the history of finished operations.
     async fn operations_in_progress(&self) -> ServiceResult<Vec<String>> {
         let filter = OperationFilter {
             states: vec![OperationState::InProgress],
