@@ -76,7 +76,10 @@ mod tests {
 
     use super::*;
 
-    fn apply(variables: &[(&str, &str)]) -> Result<ServiceConfig, RetrySettingError> {
+    /// An environment variable's name and value.
+    type Variable<'a> = (&'a str, &'a str);
+
+    fn apply(variables: &[Variable]) -> Result<ServiceConfig, RetrySettingError> {
         let variables: BTreeMap<String, String> = variables
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -114,7 +117,7 @@ mod tests {
 
     #[test]
     fn bad_settings_name_variable_and_key() {
-        let cases: [(&[(&str, &str)], &str, &str); 4] = [
+        let cases: [(&[Variable], &str, &str); 4] = [
             (
                 &[(
                     RETRY_POLICY_VARIABLE,
