@@ -220,7 +220,7 @@ impl RetryPolicy {
         SignedDuration::from_secs(self.initial_backoff_seconds.saturating_mul(1 << doublings))
     }
 
-    /// Checks the limits; `key` names the policy in the error.
+    /// Checks the limits. The error names the policy by `key`.
     fn validate(&self, key: &str) -> Result<(), RetryPolicyError> {
         if self.max_attempts == 0 || self.max_attempts > Self::MAX_ATTEMPTS_LIMIT {
             return Err(RetryPolicyError::MaxAttempts {
@@ -310,7 +310,7 @@ impl Default for RetryPolicies {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RetryPolicyError {
     #[error(
-        "invalid retry policy JSON: {message}; expected {{\"default\": {{\"max_attempts\": 3, \"initial_backoff_seconds\": 3600}}, \"by_reason\": {{...}}}}"
+        "invalid retry policy JSON ({message}): write it as {{\"default\": {{\"max_attempts\": 3, \"initial_backoff_seconds\": 3600}}, \"by_reason\": {{...}}}}"
     )]
     Json { message: String },
     #[error(

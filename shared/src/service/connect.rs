@@ -125,8 +125,8 @@ impl Services {
             );
             return;
         }
-        // A version answer decides Installed versus Obsolete by itself, so it
-        // does not count as an earlier report.
+        // A DeviceInformation result decides Installed versus Obsolete by
+        // itself, so it does not count as an earlier report.
         if command.request_type != "DeviceInformation" {
             work.mark_reported();
         }

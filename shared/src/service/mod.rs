@@ -32,8 +32,8 @@ use crate::ports::{
 
 pub use errors::{FieldError, ServiceError, ServiceResult};
 
-/// Default of [`ServiceConfig::stall_push_after`]: 6 hours, longer than a
-/// large macOS download usually takes on a slow link.
+/// Default of [`ServiceConfig::stall_push_after`]: 6 hours. An estimate, not
+/// measured, of the time a large macOS download takes on a slow link.
 pub const DEFAULT_STALL_PUSH_AFTER: SignedDuration = SignedDuration::from_hours(6);
 
 /// Default of [`ServiceConfig::stall_fail_after`]: 3 days, so that a laptop

@@ -18,8 +18,8 @@
 //!   which is not what a retry after a transient failure needs.
 //!
 //! A target is stalled when it sits in an active status with no report (or,
-//! when it waits in Approved or Downloaded, no report since its deadline) for
-//! longer than [`ServiceConfig::stall_push_after`](super::ServiceConfig):
+//! when it waits in Approved, Downloaded or a DDM retry, no report since its
+//! deadline) for longer than [`ServiceConfig::stall_push_after`](super::ServiceConfig):
 //! its device is pushed at every sweep. After
 //! [`ServiceConfig::stall_fail_after`](super::ServiceConfig) the sweep
 //! counts a failed attempt with reason `stalled`, which moves the target to
@@ -60,7 +60,7 @@ const PUSH_BATCH: usize = 1000;
 /// Attempts at one target write before the sweep leaves it to the next run.
 const WRITE_ATTEMPTS: usize = 5;
 
-/// What the sweep does with one target.
+/// The sweep's decision for one target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
     StartAttempt,
@@ -199,24 +199,29 @@ impl Services {
             };
             stored.next_attempt_at = None;
             stored.updated_at = now;
-            let policy = self
-                .config
-                .retry_policy
-                .for_reason(target.last_error.as_deref().unwrap_or_default());
-            work.event(
-                self,
-                EventType::Retry,
-                Actor::System,
-                json!({
-                    "attempt": target.failures + 1,
-                    "max_attempts": policy.max_attempts,
-                    "reason": target.last_error,
-                    "last_error": target.last_error,
-                    "due_at": target.next_attempt_at,
-                    "protocol": target.protocol,
-                    "command_uuid": command,
-                }),
-            );
+            // An idle check-in that queued the MDM command already recorded
+            // the retry event.
+            let recorded = target.protocol == Protocol::Mdm && command.is_none();
+            if !recorded {
+                let policy = self
+                    .config
+                    .retry_policy
+                    .for_reason(target.last_error.as_deref().unwrap_or_default());
+                work.event(
+                    self,
+                    EventType::Retry,
+                    Actor::System,
+                    json!({
+                        "attempt": target.failures + 1,
+                        "max_attempts": policy.max_attempts,
+                        "reason": target.last_error,
+                        "last_error": target.last_error,
+                        "due_at": target.next_attempt_at,
+                        "protocol": target.protocol,
+                        "command_uuid": command,
+                    }),
+                );
+            }
             let device = work.device.clone();
             match self.ports.devices.commit(work.into_change()).await {
                 Ok(_) => {
@@ -328,14 +333,17 @@ impl Services {
     }
 }
 
-/// The instant from which a quiet target counts as stalled: its last
-/// change, or its deadline for a target that waits for it. Before the
+/// Returns the instant from which a quiet target counts as stalled: its
+/// last change, or its deadline for a target that waits for it. Before the
 /// deadline an accepted or downloaded update has nothing to report.
 fn stall_clock_start(target: &Target) -> Timestamp {
-    let waits_for_deadline = matches!(
-        target.status,
-        TargetStatus::Approved | TargetStatus::Downloaded
-    );
+    // A DDM device retries by itself, and before the deadline it may wait
+    // for it, so a DDM retry under way counts from the deadline too.
+    let waits_for_deadline = match target.status {
+        TargetStatus::Approved | TargetStatus::Downloaded => true,
+        TargetStatus::Retry => target.protocol == Protocol::Ddm,
+        _ => false,
+    };
     match target.deadline_at {
         Some(deadline) if waits_for_deadline => target.updated_at.max(deadline),
         _ => target.updated_at,

@@ -159,7 +159,7 @@ impl Harness {
         }
     }
 
-    /// The commands waiting for a device, as `(request type, body)`.
+    /// Returns the request types of the commands waiting for a device, oldest first.
     pub async fn queued(&self, udid: &str) -> Vec<String> {
         self.services
             .ports
@@ -295,7 +295,7 @@ fn install_action(envelope: &CommandEnvelope) -> Option<InstallAction> {
     }
 }
 
-/// The event that recorded a move into `to`, for one device.
+/// Finds the `nth` event that recorded a move of one device into `to`.
 fn move_event<'a>(events: &'a [Event], udid: &str, to: &str, nth: usize) -> &'a Event {
     events
         .iter()
@@ -325,7 +325,7 @@ fn hours(n: i64) -> SignedDuration {
 
 /// MDM: a phone call fails the install three times. The sweep starts
 /// each retry when its backoff (15 minutes, then 30) ends, queues the
-/// `ScheduleOSUpdate` once and pushes the device; the third failure is final.
+/// `ScheduleOSUpdate` once and pushes the device. The third failure is final.
 pub async fn mdm_retries_until_failed(h: &Harness) {
     let mac = TestDevice::mac("MAC-CALL", "15.7.7", "24G720");
     h.enroll(&mac).await;
@@ -413,9 +413,20 @@ pub async fn mdm_retries_until_failed(h: &Harness) {
         "the backoff doubles"
     );
 
+    // This time the device checks in first and fetches the retry itself.
+    // The sweep then only marks the attempt under way: no second command
+    // and no second retry event.
     h.advance(minutes(31));
-    assert_eq!(h.sweep().await.retried, 1);
     let last = h.idle(&mac).await.expect("third ScheduleOSUpdate");
+    assert_eq!(h.sweep().await.retried, 1);
+    assert_eq!(h.queued(&mac.udid).await, vec!["ScheduleOSUpdate"]);
+    assert_eq!(h.target(&operation, &mac.udid).await.next_attempt_at, None);
+    let events = h.events(&operation).await;
+    let third_attempt = retry_events(&events, &mac.udid)
+        .into_iter()
+        .filter(|e| e.details["attempt"] == 3)
+        .count();
+    assert_eq!(third_attempt, 1, "one retry event for the third attempt");
     h.send(schedule_result(
         &mac,
         &last,
@@ -471,7 +482,7 @@ pub async fn mac_in_retry(h: &Harness) -> (String, TestDevice) {
     (operation, mac)
 }
 
-/// DDM: a failure the device reports puts the target in Retry; when the
+/// DDM: a failure the device reports puts the target in Retry. When the
 /// backoff ends the sweep queues a `DeclarativeManagement` command and
 /// pushes, because the declaration itself does not change.
 pub async fn ddm_retry_syncs_device(h: &Harness) {
@@ -532,9 +543,9 @@ pub async fn ddm_retry_syncs_device(h: &Harness) {
     );
 }
 
-/// A download that stops reporting: pushed after the push period, counted
-/// as a failed `stalled` attempt after the fail period. A target waiting
-/// for a later deadline is not stalled.
+/// Checks that a download that stops reporting is pushed after the push
+/// period and counted as a failed `stalled` attempt after the fail period,
+/// while a target waiting for a later deadline is not stalled.
 pub async fn stalled_targets_pushed_then_failed(h: &Harness) {
     let stuck = TestDevice::mac("MAC-STUCK", "15.7.7", "24G720");
     let patient = TestDevice::mac("MAC-PATIENT", "15.7.7", "24G720");
@@ -734,8 +745,7 @@ pub async fn expiry_deprecates_waiting_targets(h: &Harness) {
 }
 
 /// A device at or above the target when the operation is created, or in
-/// its first report, becomes Obsolete; one that gets there after a report
-/// is Installed.
+/// its first report, becomes Obsolete, on MDM and on DDM.
 pub async fn devices_at_target_become_obsolete(h: &Harness) {
     let current = TestDevice::mac("MAC-CURRENT", "15.7.9", "24G830");
     let newer = TestDevice::mac("MAC-NEWER", "26.0", "25A354");
