@@ -100,16 +100,25 @@ async fn serve(args: ServeArgs) -> ExitCode {
             speed,
         },
     };
+    let mut service = ServiceConfig {
+        default_time_zone: args.default_time_zone,
+        ..ServiceConfig::default()
+    };
+    if let Err(e) =
+        osdeploy_shared::service::retry_settings::apply_retry_settings(&mut service, |name| {
+            std::env::var(name).ok()
+        })
+    {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let config = ServeConfig {
         listen: args.listen,
         database: args.database,
         catalog_file: args.catalog,
         clock,
         admin_token: args.admin_token,
-        service: ServiceConfig {
-            default_time_zone: args.default_time_zone,
-            ..ServiceConfig::default()
-        },
+        service,
         id_seed: None,
         run_scheduler: true,
     };

@@ -73,6 +73,11 @@ impl Config {
             })?;
             service.default_time_zone = zone;
         }
+        osdeploy_shared::service::retry_settings::apply_retry_settings(&mut service, &lookup)
+            .map_err(|e| ConfigError {
+                name: e.variable,
+                problem: e.problem,
+            })?;
         let scheduler = match lookup("OSDEPLOY_SCHEDULE_GROUP").filter(|g| !g.is_empty()) {
             None => None,
             Some(group_name) => Some(SchedulerSettings {
@@ -264,6 +269,37 @@ mod tests {
         .unwrap_err();
         assert_eq!(error.name, "OSDEPLOY_DEFAULT_TIME_ZONE");
         assert!(error.problem.contains("Mars/Olympus"), "{}", error.problem);
+    }
+
+    #[test]
+    fn bad_retry_policy_names_the_variable() {
+        let error = Config::from_lookup(lookup(&[
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+            (
+                "OSDEPLOY_RETRY_POLICY",
+                r#"{"by_reason": {"NoSpace": {"max_attempts": 2, "initial_backoff_seconds": 600}}}"#,
+            ),
+        ]))
+        .unwrap_err();
+        assert_eq!(error.name, "OSDEPLOY_RETRY_POLICY");
+        assert!(error.problem.contains("NoSpace"), "{}", error.problem);
+    }
+
+    #[test]
+    fn retry_policy_variable_reaches_services() {
+        let config = Config::from_lookup(lookup(&[
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+            (
+                "OSDEPLOY_RETRY_POLICY",
+                r#"{"default": {"max_attempts": 4, "initial_backoff_seconds": 900}}"#,
+            ),
+            ("OSDEPLOY_STALL_FAIL_AFTER", "48h"),
+        ]))
+        .unwrap();
+        assert_eq!(config.service.retry_policy.default.max_attempts, 4);
+        assert_eq!(config.service.stall_fail_after.as_secs(), 48 * 3600);
     }
 
     #[test]

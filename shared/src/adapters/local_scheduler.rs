@@ -16,6 +16,9 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// How often expired events are purged, in service-clock time.
 pub const PURGE_EVERY: SignedDuration = SignedDuration::from_hours(24);
 
+/// How often the retry and stall sweep runs, in service-clock time.
+pub const SWEEP_EVERY: SignedDuration = SignedDuration::from_mins(5);
+
 /// Runs due schedules until `shutdown` turns true. Each schedule is removed
 /// after its job ran; a job that fails is logged and retried on the next tick.
 pub async fn run(
@@ -24,6 +27,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut next_purge: Option<Timestamp> = None;
+    let mut next_sweep: Option<Timestamp> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
@@ -47,9 +51,26 @@ pub async fn run(
             }
             next_purge = Some(now + PURGE_EVERY);
         }
+        if next_sweep.is_none_or(|at| at <= now) {
+            sweep(&services).await;
+            next_sweep = Some(now + SWEEP_EVERY);
+        }
     }
     if let Err(e) = services.flush_last_seen().await {
         tracing::warn!(error = %e, "could not record last-seen times at shutdown");
+    }
+}
+
+/// Runs the retry and stall sweep once, logging its failure.
+pub async fn sweep(services: &Services) {
+    match services.run_job(&Job::Sweep).await {
+        Ok(report) => tracing::debug!(
+            retried = report.retried,
+            pushed = report.pushed,
+            stalled = report.stalled,
+            "sweep ran"
+        ),
+        Err(e) => tracing::warn!(error = %e, "sweep failed; running it again at the next interval"),
     }
 }
 

@@ -18,5 +18,8 @@ pub use operation::{
     StatusCounts, TimeZoneRule,
 };
 pub use platform::{InvalidOsVersion, OsVersion, Platform};
-pub use status::{Move, Outcome, Progress, RetryPolicy, Signal, TargetStatus, TransitionError};
+pub use status::{
+    Move, Outcome, Progress, REASON_STALLED, REASON_UPDATE_VANISHED, RetryPolicies, RetryPolicy,
+    RetryPolicyError, Signal, TargetStatus, TransitionError,
+};
 pub use target::Target;

@@ -21,9 +21,11 @@
 //!   one that would move it backwards is stale. Both change nothing.
 //! - A failed attempt moves the target to Retry with a backoff while attempts
 //!   remain, and to Failed when they are used up or the failure is permanent.
+//!   The failure reason picks the [`RetryPolicy`] from [`RetryPolicies`].
 //! - Cancellation and deprecation leave a target that is Installing alone:
 //!   [`TransitionError::NotAllowed`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -188,6 +190,7 @@ impl Signal {
 
 /// How many attempts a target gets and how long it waits between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, the first one included.
     pub max_attempts: u32,
@@ -206,10 +209,165 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Largest accepted `max_attempts`.
+    pub const MAX_ATTEMPTS_LIMIT: u32 = 20;
+    /// Accepted range of `initial_backoff_seconds`: one minute to 7 days.
+    pub const BACKOFF_SECONDS_RANGE: std::ops::RangeInclusive<i64> = 60..=7 * 24 * 3600;
+
     /// Wait before the attempt that follows failure number `failures` (1-based).
     pub fn backoff(&self, failures: u32) -> SignedDuration {
         let doublings = failures.saturating_sub(1).min(16);
         SignedDuration::from_secs(self.initial_backoff_seconds.saturating_mul(1 << doublings))
+    }
+
+    /// Checks the limits. The error names the policy by `key`.
+    fn validate(&self, key: &str) -> Result<(), RetryPolicyError> {
+        if self.max_attempts == 0 || self.max_attempts > Self::MAX_ATTEMPTS_LIMIT {
+            return Err(RetryPolicyError::MaxAttempts {
+                key: key.to_string(),
+                value: self.max_attempts,
+            });
+        }
+        if !Self::BACKOFF_SECONDS_RANGE.contains(&self.initial_backoff_seconds) {
+            return Err(RetryPolicyError::Backoff {
+                key: key.to_string(),
+                value: self.initial_backoff_seconds,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Failure reason of an attempt that made no progress for too long.
+pub const REASON_STALLED: &str = "stalled";
+
+/// Failure reason of an MDM update that the device stopped listing in
+/// `OSUpdateStatus` before it was downloaded or installed.
+pub const REASON_UPDATE_VANISHED: &str = "update_vanished";
+
+/// Failure reasons that [`RetryPolicies::by_reason`] accepts as keys: the
+/// retryable `ScheduleOSUpdate` `UpdateResults` statuses and the reasons
+/// the server assigns itself.
+///
+/// NOTE: DDM's `softwareupdate.failure-reason` carries free text with no
+/// documented value set, so DDM failures always take the default policy.
+pub const RETRYABLE_REASONS: [&str; 9] = [
+    "DownloadInsufficientSpace",
+    "DownloadInsufficientPower",
+    "DownloadInsufficientNetwork",
+    "DownloadRequiresComputer",
+    "InstallInsufficientSpace",
+    "InstallInsufficientPower",
+    "InstallPhoneCallInProgress",
+    REASON_UPDATE_VANISHED,
+    REASON_STALLED,
+];
+
+/// The retry policy per failure reason, with a default for the others.
+///
+/// JSON form (the `OSDEPLOY_RETRY_POLICY` setting): both keys are optional,
+/// and each `by_reason` entry replaces the built-in entry of that reason.
+///
+/// ```json
+/// {"default": {"max_attempts": 3, "initial_backoff_seconds": 3600},
+///  "by_reason": {"InstallPhoneCallInProgress": {"max_attempts": 5, "initial_backoff_seconds": 600}}}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetryPolicies {
+    pub default: RetryPolicy,
+    pub by_reason: BTreeMap<String, RetryPolicy>,
+}
+
+impl Default for RetryPolicies {
+    /// Three attempts for every reason. The first wait follows how soon the
+    /// cause usually clears: a phone call ends within minutes, a charger or
+    /// a network comes back within the hour, while connecting the device to
+    /// a computer needs the user. The other reasons, insufficient space
+    /// among them, keep the one-hour default.
+    fn default() -> Self {
+        let policy = |minutes: i64| RetryPolicy {
+            initial_backoff_seconds: minutes * 60,
+            ..RetryPolicy::default()
+        };
+        let by_reason = [
+            ("InstallPhoneCallInProgress", policy(15)),
+            ("DownloadInsufficientPower", policy(30)),
+            ("InstallInsufficientPower", policy(30)),
+            ("DownloadInsufficientNetwork", policy(30)),
+            ("DownloadRequiresComputer", policy(24 * 60)),
+        ]
+        .into_iter()
+        .map(|(reason, policy)| (reason.to_string(), policy))
+        .collect();
+        RetryPolicies {
+            default: RetryPolicy::default(),
+            by_reason,
+        }
+    }
+}
+
+/// A retry policy setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetryPolicyError {
+    #[error(
+        "invalid retry policy JSON ({message}): write it as {{\"default\": {{\"max_attempts\": 3, \"initial_backoff_seconds\": 3600}}, \"by_reason\": {{...}}}}"
+    )]
+    Json { message: String },
+    #[error(
+        "unknown failure reason {key:?} in the retry policy; use one of: {}",
+        RETRYABLE_REASONS.join(", ")
+    )]
+    UnknownReason { key: String },
+    #[error(
+        "invalid max_attempts {value} for {key} in the retry policy: use 1 to {}",
+        RetryPolicy::MAX_ATTEMPTS_LIMIT
+    )]
+    MaxAttempts { key: String, value: u32 },
+    #[error(
+        "invalid initial_backoff_seconds {value} for {key} in the retry policy: use {} to {}",
+        RetryPolicy::BACKOFF_SECONDS_RANGE.start(),
+        RetryPolicy::BACKOFF_SECONDS_RANGE.end()
+    )]
+    Backoff { key: String, value: i64 },
+}
+
+/// The JSON form of [`RetryPolicies`], before it is merged with the defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryPoliciesOverride {
+    default: Option<RetryPolicy>,
+    #[serde(default)]
+    by_reason: BTreeMap<String, RetryPolicy>,
+}
+
+impl RetryPolicies {
+    /// Returns the policy for a failure reason: the entry whose key equals
+    /// the reason or is followed in it by `": "`, else the default.
+    pub fn for_reason(&self, reason: &str) -> &RetryPolicy {
+        let key = reason.split_once(": ").map_or(reason, |(head, _)| head);
+        self.by_reason.get(key).unwrap_or(&self.default)
+    }
+
+    /// Parses the JSON form and merges it over the built-in defaults,
+    /// rejecting unknown keys, unknown reasons and values out of range.
+    pub fn from_json(json: &str) -> Result<RetryPolicies, RetryPolicyError> {
+        let parsed: RetryPoliciesOverride =
+            serde_json::from_str(json).map_err(|e| RetryPolicyError::Json {
+                message: e.to_string(),
+            })?;
+        let mut policies = RetryPolicies::default();
+        if let Some(default) = parsed.default {
+            default.validate("default")?;
+            policies.default = default;
+        }
+        for (reason, policy) in parsed.by_reason {
+            if !RETRYABLE_REASONS.contains(&reason.as_str()) {
+                return Err(RetryPolicyError::UnknownReason { key: reason });
+            }
+            policy.validate(&format!("by_reason.{reason}"))?;
+            policies.by_reason.insert(reason, policy);
+        }
+        Ok(policies)
     }
 }
 
@@ -270,7 +428,7 @@ pub enum TransitionError {
 pub fn apply(
     progress: &Progress<'_>,
     signal: &Signal,
-    policy: &RetryPolicy,
+    policies: &RetryPolicies,
     now: Timestamp,
 ) -> Result<Outcome, TransitionError> {
     let from = progress.status;
@@ -326,6 +484,7 @@ pub fn apply(
             }
         }
         Signal::AttemptFailed { reason, retryable } => {
+            let policy = policies.for_reason(reason);
             let failures = progress.failures + 1;
             if *retryable && failures < policy.max_attempts {
                 Ok(Outcome::Moved(Move {
@@ -417,7 +576,7 @@ mod tests {
             target_version: &target,
             target_build: "25G83",
         };
-        apply(&progress, &signal, &RetryPolicy::default(), now())
+        apply(&progress, &signal, &RetryPolicies::default(), now())
     }
 
     fn running(version: &str) -> Signal {
@@ -427,10 +586,18 @@ mod tests {
         }
     }
 
+    /// A failure whose reason has no policy of its own, so the default applies.
     fn failed(retryable: bool) -> Signal {
         Signal::AttemptFailed {
-            reason: "DownloadInsufficientSpace".into(),
+            reason: "software update failed".into(),
             retryable,
+        }
+    }
+
+    fn failed_for(reason: &str) -> Signal {
+        Signal::AttemptFailed {
+            reason: reason.into(),
+            retryable: true,
         }
     }
 
@@ -615,7 +782,7 @@ mod tests {
         };
         assert_eq!(third.to, Failed);
         assert_eq!(third.failures, 3);
-        assert_eq!(third.error.as_deref(), Some("DownloadInsufficientSpace"));
+        assert_eq!(third.error.as_deref(), Some("software update failed"));
     }
 
     #[test]
@@ -640,6 +807,115 @@ mod tests {
     fn status_index_matches_all_order() {
         for (i, status) in TargetStatus::ALL.iter().enumerate() {
             assert_eq!(status.index(), i);
+        }
+    }
+
+    #[test]
+    fn failure_reason_picks_backoff() {
+        let cases = [
+            ("InstallPhoneCallInProgress", 15 * 60),
+            ("DownloadInsufficientPower", 30 * 60),
+            ("InstallInsufficientPower", 30 * 60),
+            ("DownloadInsufficientNetwork", 30 * 60),
+            ("DownloadInsufficientSpace", 3600),
+            ("InstallInsufficientSpace", 3600),
+            ("DownloadRequiresComputer", 24 * 3600),
+            ("stalled: no report for 72h", 3600),
+            ("update_vanished: the update is no longer listed", 3600),
+            ("The update failed to download", 3600),
+        ];
+        for (reason, seconds) in cases {
+            let outcome = run(Downloading, 0, true, failed_for(reason));
+            let Ok(Outcome::Moved(change)) = outcome else {
+                panic!("{reason}: expected a move, got {outcome:?}")
+            };
+            assert_eq!(change.to, Retry, "{reason}");
+            assert_eq!(
+                change.next_attempt_at,
+                Some(now() + SignedDuration::from_secs(seconds)),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn reason_policy_sets_max_attempts() {
+        let target: OsVersion = "26.6.2".parse().unwrap();
+        let policies = RetryPolicies::from_json(
+            r#"{"by_reason": {"InstallPhoneCallInProgress": {"max_attempts": 5, "initial_backoff_seconds": 600}}}"#,
+        )
+        .unwrap();
+        let progress = |failures| Progress {
+            status: Installing,
+            failures,
+            reported: true,
+            target_version: &target,
+            target_build: "25G83",
+        };
+        let call = failed_for("InstallPhoneCallInProgress");
+        let space = failed_for("InstallInsufficientSpace");
+
+        assert_eq!(
+            moved_to(apply(&progress(3), &call, &policies, now())),
+            Some(Retry),
+            "the fourth failed call still retries under a 5-attempt policy"
+        );
+        assert_eq!(
+            moved_to(apply(&progress(4), &call, &policies, now())),
+            Some(Failed)
+        );
+        assert_eq!(
+            moved_to(apply(&progress(2), &space, &policies, now())),
+            Some(Failed),
+            "other reasons keep 3 attempts"
+        );
+    }
+
+    #[test]
+    fn policy_json_merges_over_defaults() {
+        let policies = RetryPolicies::from_json(
+            r#"{"default": {"max_attempts": 4, "initial_backoff_seconds": 1800},
+                "by_reason": {"stalled": {"max_attempts": 2, "initial_backoff_seconds": 7200}}}"#,
+        )
+        .unwrap();
+        assert_eq!(policies.default.max_attempts, 4);
+        assert_eq!(policies.default.initial_backoff_seconds, 1800);
+        assert_eq!(policies.for_reason("stalled").max_attempts, 2);
+        assert_eq!(
+            policies
+                .for_reason("InstallPhoneCallInProgress")
+                .initial_backoff_seconds,
+            15 * 60,
+            "built-in entries stay unless replaced"
+        );
+        assert_eq!(RetryPolicies::from_json("{}"), Ok(RetryPolicies::default()));
+    }
+
+    #[test]
+    fn policy_json_rejects_bad_keys() {
+        let cases = [
+            (
+                r#"{"by_reason": {"DownloadInsufficentSpace": {"max_attempts": 3, "initial_backoff_seconds": 60}}}"#,
+                "DownloadInsufficentSpace",
+            ),
+            (r#"{"defaults": {}}"#, "defaults"),
+            (
+                r#"{"default": {"max_attempts": 3, "backoff": 60}}"#,
+                "backoff",
+            ),
+            (
+                r#"{"default": {"max_attempts": 0, "initial_backoff_seconds": 60}}"#,
+                "max_attempts 0 for default",
+            ),
+            (
+                r#"{"by_reason": {"stalled": {"max_attempts": 3, "initial_backoff_seconds": 5}}}"#,
+                "initial_backoff_seconds 5 for by_reason.stalled",
+            ),
+            ("[1, 2]", "invalid retry policy JSON"),
+        ];
+        for (json, named) in cases {
+            let error = RetryPolicies::from_json(json).unwrap_err().to_string();
+            assert!(error.contains(named), "{json}: {error}");
         }
     }
 }

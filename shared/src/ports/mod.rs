@@ -376,6 +376,9 @@ pub enum Job {
     UpdateExpiry { operation_id: String },
     /// Purge events past their retention.
     PurgeEvents,
+    /// Start retries that are due and wake or fail stalled targets, across
+    /// every operation in progress. Runs periodically, not per operation.
+    Sweep,
 }
 
 impl Job {
@@ -384,7 +387,7 @@ impl Job {
             Job::MdmDeadline { operation_id, .. } | Job::UpdateExpiry { operation_id } => {
                 Some(operation_id)
             }
-            Job::PurgeEvents => None,
+            Job::PurgeEvents | Job::Sweep => None,
         }
     }
 }

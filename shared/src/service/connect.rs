@@ -125,7 +125,11 @@ impl Services {
             );
             return;
         }
-        work.mark_reported();
+        // A DeviceInformation result decides Installed versus Obsolete by
+        // itself, so it does not count as an earlier report.
+        if command.request_type != "DeviceInformation" {
+            work.mark_reported();
+        }
         match &result.status {
             CommandStatus::Acknowledged => {
                 if audited {
@@ -220,6 +224,7 @@ impl Services {
                     work.apply(self, signal, None, json!({ "command_uuid": command.uuid }));
                 }
                 if nothing_scheduled {
+                    work.undo_mark_reported();
                     self.queue_for_target(work, MdmInstruction::VersionQuery);
                 }
             }
@@ -249,7 +254,7 @@ impl Services {
                             work.apply(
                                 self,
                                 Signal::AttemptFailed {
-                                    reason: "the update is no longer listed by the device before it was installed".into(),
+                                    reason: format!("{}: the update is no longer listed by the device before it was installed", crate::domain::REASON_UPDATE_VANISHED),
                                     retryable: true,
                                 },
                                 None,

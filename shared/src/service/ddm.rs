@@ -395,8 +395,9 @@ impl Services {
             }
         }
 
+        // The version decides Installed versus Obsolete by itself, so it is
+        // not marked as an earlier report.
         if let Some(version) = running {
-            work.mark_reported();
             work.apply(
                 self,
                 Signal::Running {

@@ -17,6 +17,12 @@ pub struct JobReport {
     pub targets: usize,
     /// Events purged.
     pub purged: u64,
+    /// Sweep: targets in Retry whose next attempt the sweep started.
+    pub retried: usize,
+    /// Sweep: stalled targets whose device the sweep pushed.
+    pub pushed: usize,
+    /// Sweep: stalled targets the sweep counted as a failed attempt.
+    pub stalled: usize,
 }
 
 impl Services {
@@ -29,8 +35,12 @@ impl Services {
             Job::UpdateExpiry { operation_id } => self.run_update_expiry(operation_id).await,
             Job::PurgeEvents => {
                 let purged = self.ports.events.purge_expired(self.now()).await?;
-                Ok(JobReport { targets: 0, purged })
+                Ok(JobReport {
+                    purged,
+                    ..JobReport::default()
+                })
             }
+            Job::Sweep => self.run_sweep().await,
         }
     }
 
@@ -69,7 +79,7 @@ impl Services {
         tracing::info!(operation_id = %operation_id, time_zone = %time_zone, count = changed, "MDM deadline reached");
         Ok(JobReport {
             targets: changed,
-            purged: 0,
+            ..JobReport::default()
         })
     }
 
@@ -165,7 +175,7 @@ impl Services {
         tracing::info!(operation_id = %operation_id, count = changed, "update expired");
         Ok(JobReport {
             targets: changed,
-            purged: 0,
+            ..JobReport::default()
         })
     }
 
@@ -235,7 +245,7 @@ impl Services {
         Ok(false)
     }
 
-    async fn all_targets(
+    pub(super) async fn all_targets(
         &self,
         operation_id: &str,
         filter: &TargetFilter,

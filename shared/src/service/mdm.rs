@@ -78,6 +78,20 @@ pub fn command_for_target(
     Some(queued)
 }
 
+/// Picks the instruction that starts the next attempt of a target in Retry:
+/// the install itself once it was requested or its deadline passed (or when
+/// the operation installs immediately), else the download again.
+pub fn retry_instruction(target: &Target, now: Timestamp) -> MdmInstruction {
+    let deadline_passed = target.deadline_at.is_none_or(|at| at <= now);
+    if target.install_requested || deadline_passed {
+        MdmInstruction::InstallNow
+    } else {
+        MdmInstruction::Download {
+            add_to_catalog: false,
+        }
+    }
+}
+
 fn schedule_os_update(target: &Target, action: InstallAction) -> Command {
     let item = match &target.product_key {
         Some(key) => OsUpdateItem::for_product_key(key.clone(), action),

@@ -14,15 +14,17 @@ pub mod jobs;
 pub mod mdm;
 pub mod operations;
 pub mod progress;
+pub mod retry_settings;
+pub mod sweep;
 pub mod views;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use crate::catalog::Catalog;
-use crate::domain::{Actor, Clock, EVENT_RETENTION, Event, EventType, IdGenerator, RetryPolicy};
+use crate::domain::{Actor, Clock, EVENT_RETENTION, Event, EventType, IdGenerator, RetryPolicies};
 use crate::ports::{
     CatalogStore, DeviceStore, EventStore, GroupStore, OperationStore, Push, ScheduleStore,
     Scheduler,
@@ -30,12 +32,26 @@ use crate::ports::{
 
 pub use errors::{FieldError, ServiceError, ServiceResult};
 
+/// Default of [`ServiceConfig::stall_push_after`]: 6 hours. An estimate, not
+/// measured, of the time a large macOS download takes on a slow link.
+pub const DEFAULT_STALL_PUSH_AFTER: SignedDuration = SignedDuration::from_hours(6);
+
+/// Default of [`ServiceConfig::stall_fail_after`]: 3 days, so that a laptop
+/// closed over a weekend is woken, not failed.
+pub const DEFAULT_STALL_FAIL_AFTER: SignedDuration = SignedDuration::from_hours(72);
+
 /// Deployment-wide settings the use cases read.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     /// IANA zone for MDM Macs whose zone neither inventory nor a group gives.
     pub default_time_zone: String,
-    pub retry_policy: RetryPolicy,
+    /// Attempts and backoff per failure reason.
+    pub retry_policy: RetryPolicies,
+    /// Time without a report after which the sweep pushes a target's device.
+    pub stall_push_after: SignedDuration,
+    /// Time without a report after which the sweep counts a failed attempt
+    /// with reason `stalled`.
+    pub stall_fail_after: SignedDuration,
     /// Page used by the enforcement declaration's DetailsURL, if any.
     pub details_url: Option<String>,
 }
@@ -44,7 +60,9 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             default_time_zone: crate::domain::deadline::DEFAULT_TIME_ZONE.to_string(),
-            retry_policy: RetryPolicy::default(),
+            retry_policy: RetryPolicies::default(),
+            stall_push_after: DEFAULT_STALL_PUSH_AFTER,
+            stall_fail_after: DEFAULT_STALL_FAIL_AFTER,
             details_url: None,
         }
     }

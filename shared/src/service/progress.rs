@@ -18,6 +18,8 @@ pub struct Work {
     pub target: Option<Target>,
     target_revision: u64,
     previous_status: TargetStatus,
+    /// Whether the target had a report before this one, for [`Work::undo_mark_reported`].
+    previously_reported: bool,
     target_changed: bool,
     pub commands: Vec<QueuedCommand>,
     pub events: Vec<crate::domain::Event>,
@@ -31,6 +33,7 @@ impl Work {
             .target
             .as_ref()
             .map_or(TargetStatus::Pending, |t| t.status);
+        let previously_reported = context.target.as_ref().is_some_and(|t| t.reported);
         Work {
             device_revision: context.device.revision,
             device: context.device,
@@ -38,6 +41,7 @@ impl Work {
             target: context.target,
             target_revision,
             previous_status,
+            previously_reported,
             target_changed: false,
             commands: context.commands,
             events: Vec::new(),
@@ -94,13 +98,39 @@ impl Work {
         }
     }
 
-    /// Runs one signal through the state machine and records the result.
+    /// Takes back [`Work::mark_reported`] for a reply that carried no news
+    /// about the update (a `ScheduleOSUpdate` that scheduled nothing), so that
+    /// a device found on the target afterwards is still Obsolete.
+    pub fn undo_mark_reported(&mut self) {
+        if let Some(target) = &mut self.target
+            && !self.previously_reported
+            && target.status == TargetStatus::Pending
+        {
+            target.reported = false;
+        }
+    }
+
+    /// Runs one signal the device reported through the state machine and
+    /// records the result.
     pub fn apply(
         &mut self,
         services: &Services,
         signal: Signal,
         detail: Option<String>,
         extra: Value,
+    ) {
+        self.apply_as(services, signal, detail, extra, Actor::Device);
+    }
+
+    /// Runs one signal through the state machine and records the result,
+    /// with `actor` on the events it writes.
+    pub fn apply_as(
+        &mut self,
+        services: &Services,
+        signal: Signal,
+        detail: Option<String>,
+        extra: Value,
+        actor: Actor,
     ) {
         let now = services.now();
         let Some(target) = self.target.as_mut() else {
@@ -134,8 +164,11 @@ impl Work {
                     details["detail"] = json!(detail);
                 }
                 if let Some(error) = &change.error {
+                    let policy = services.config.retry_policy.for_reason(error);
                     details["error"] = json!(error);
+                    details["reason"] = json!(error);
                     details["attempt"] = json!(change.failures);
+                    details["max_attempts"] = json!(policy.max_attempts);
                     details["will_retry"] = json!(change.to == TargetStatus::Retry);
                 }
                 if let Some(at) = change.next_attempt_at {
@@ -151,7 +184,7 @@ impl Work {
                         Some(reason) => EventType::for_failure(change.from, change.to, reason),
                         None => EventType::for_move(change.from, change.to),
                     },
-                    Actor::Device,
+                    actor,
                     details,
                 );
                 self.events.push(event);
