@@ -146,6 +146,7 @@ impl FiredSchedule {
             Job::MdmDeadline { time_zone, .. } => format!("mdm_deadline {time_zone}"),
             Job::UpdateExpiry { .. } => "update_expiry".to_string(),
             Job::PurgeEvents => "purge_events".to_string(),
+            Job::Reminder { time_zone, .. } => format!("reminder {time_zone}"),
         };
         FiredSchedule {
             due_at: schedule.due_at,

@@ -376,14 +376,20 @@ pub enum Job {
     UpdateExpiry { operation_id: String },
     /// Purge events past their retention.
     PurgeEvents,
+    /// A reminder before the enforcement deadline, for the devices of one time zone.
+    Reminder {
+        operation_id: String,
+        time_zone: String,
+        due_at: Timestamp,
+    },
 }
 
 impl Job {
     pub fn operation_id(&self) -> Option<&str> {
         match self {
-            Job::MdmDeadline { operation_id, .. } | Job::UpdateExpiry { operation_id } => {
-                Some(operation_id)
-            }
+            Job::MdmDeadline { operation_id, .. }
+            | Job::UpdateExpiry { operation_id }
+            | Job::Reminder { operation_id, .. } => Some(operation_id),
             Job::PurgeEvents => None,
         }
     }

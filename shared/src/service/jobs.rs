@@ -31,6 +31,11 @@ impl Services {
                 let purged = self.ports.events.purge_expired(self.now()).await?;
                 Ok(JobReport { targets: 0, purged })
             }
+            Job::Reminder {
+                operation_id,
+                time_zone,
+                due_at,
+            } => self.run_reminder(operation_id, time_zone, *due_at).await,
         }
     }
 
@@ -235,7 +240,7 @@ impl Services {
         Ok(false)
     }
 
-    async fn all_targets(
+    pub(super) async fn all_targets(
         &self,
         operation_id: &str,
         filter: &TargetFilter,

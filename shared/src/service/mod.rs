@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod mdm;
 pub mod operations;
 pub mod progress;
+pub mod reminders;
 pub mod views;
 
 use std::collections::HashMap;

@@ -20,6 +20,7 @@ use crate::domain::deadline::{
     self, ZoneDeadline, ZoneSource, deadline_instant, parse_local_date_time, parse_time_zone,
     resolve_device_zone, target_local_date_time,
 };
+use crate::domain::reminders::{MAX_HOURS_BEFORE, MAX_REMINDERS_PER_ZONE, reminder_count};
 use crate::domain::{
     Actor, Device, EventType, Group, InstallSettings, Operation, OperationState, OperationType,
     OperationUpdate, OsVersion, Protocol, Reminder, StatusCounts, Target, TargetStatus,
@@ -304,6 +305,23 @@ fn parse_schedule(
                             "hours_before must be at least 1",
                         ));
                     }
+                    if reminder.hours_before > MAX_HOURS_BEFORE {
+                        problems.push(
+                            FieldError::new(
+                                format!("install.reminders[{i}].hours_before"),
+                                "invalid",
+                                format!("hours_before {} is more than the maximum of {MAX_HOURS_BEFORE} (90 days); pick a shorter lead time", reminder.hours_before),
+                            )
+                            .with_value(reminder.hours_before),
+                        );
+                    }
+                }
+                if reminder_count(&reminders) > MAX_REMINDERS_PER_ZONE {
+                    problems.push(FieldError::new(
+                        "install.reminders",
+                        "too_many_reminders",
+                        format!("the reminders name {} reminder times, more than the maximum of {MAX_REMINDERS_PER_ZONE}; use a longer repeat_every_hours or a shorter hours_before", reminder_count(&reminders)),
+                    ));
                 }
                 reminders
             }
@@ -1144,6 +1162,7 @@ impl Services {
                     .await?;
             }
         }
+        self.schedule_reminders(operation, &plan.deadlines).await?;
         let expiries: BTreeSet<Timestamp> =
             plan.targets.iter().filter_map(|t| t.expires_at).collect();
         for expires_at in expiries {
