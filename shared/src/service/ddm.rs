@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use serde_json::json;
 
 use super::progress::Work;
+use super::user_initiated::{InstallSource, UserInstall, find_user_install};
 use super::{ServiceError, ServiceResult, Services};
 use crate::apple::ddm::{
     ActivationSimple, DdmEndpoint, Declaration, DeclarationItemsResponse, DeclarationValidity,
@@ -74,6 +75,34 @@ pub fn declarations_for(
         },
     )?);
     Ok((declarations, changed_at))
+}
+
+/// Finds an install the user started outside any running operation in a
+/// status report: a newer `device.operating-system.version`, or
+/// `install-state` `installing` with a newer `pending-version`.
+fn user_install_in_status(context: &DeviceContext, status: &ParsedStatus) -> Option<UserInstall> {
+    let running = status
+        .os_version
+        .as_deref()
+        .and_then(|v| v.parse::<OsVersion>().ok());
+    let pending = status
+        .pending_version
+        .as_ref()
+        .filter(|_| status.install_state == Some(InstallState::Installing))
+        .and_then(|p| {
+            p.os_version
+                .parse::<OsVersion>()
+                .ok()
+                .map(|v| (v, p.build_version.as_str()))
+        });
+    find_user_install(
+        context,
+        running
+            .as_ref()
+            .map(|v| (v, status.build_version.as_deref())),
+        pending.as_ref().map(|(v, b)| (v, Some(*b))),
+        InstallSource::DdmStatus,
+    )
 }
 
 fn wire_error(e: crate::apple::WireError) -> ServiceError {
@@ -178,6 +207,7 @@ impl Services {
         status: ParsedStatus,
     ) -> ServiceResult<()> {
         let udid = context.device.udid.clone();
+        let user_install = user_install_in_status(&context, &status);
         let mut context = Some(context);
         for _ in 0..5 {
             let context = match context.take() {
@@ -198,6 +228,9 @@ impl Services {
             match self.ports.devices.commit(work.into_change()).await {
                 Ok(outcome) => {
                     self.record_state_changes(&outcome.state_changes).await?;
+                    if let Some(install) = user_install {
+                        self.record_user_install(install).await?;
+                    }
                     return Ok(());
                 }
                 Err(StoreError::Conflict(message)) => {

@@ -15,6 +15,7 @@ pub mod mdm;
 pub mod operations;
 pub mod progress;
 pub mod reminders;
+pub mod user_initiated;
 pub mod views;
 
 use std::collections::HashMap;
