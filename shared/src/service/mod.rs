@@ -9,6 +9,7 @@ pub mod checkin;
 pub mod connect;
 pub mod ddm;
 pub mod errors;
+pub mod import;
 pub mod inventory;
 pub mod jobs;
 pub mod mdm;
