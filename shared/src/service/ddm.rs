@@ -222,22 +222,20 @@ impl Services {
             let mut work = Work::new(context);
             self.apply_status(&mut work, &status);
             self.note_seen(&udid);
-            if work.is_empty() {
-                return Ok(());
-            }
-            match self.ports.devices.commit(work.into_change()).await {
-                Ok(outcome) => {
-                    self.record_state_changes(&outcome.state_changes).await?;
-                    if let Some(install) = user_install {
-                        self.record_user_install(install).await?;
+            if !work.is_empty() {
+                match self.ports.devices.commit(work.into_change()).await {
+                    Ok(outcome) => self.record_state_changes(&outcome.state_changes).await?,
+                    Err(StoreError::Conflict(message)) => {
+                        tracing::debug!(device_id = %udid, %message, "retrying a status report after a conflicting write");
+                        continue;
                     }
-                    return Ok(());
+                    Err(e) => return Err(e.into()),
                 }
-                Err(StoreError::Conflict(message)) => {
-                    tracing::debug!(device_id = %udid, %message, "retrying a status report after a conflicting write");
-                }
-                Err(e) => return Err(e.into()),
             }
+            if let Some(install) = user_install {
+                self.record_user_install(install).await?;
+            }
+            return Ok(());
         }
         Err(ServiceError::Conflict {
             code: "busy",
