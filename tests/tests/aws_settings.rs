@@ -86,3 +86,8 @@ async fn user_installs_are_recorded() {
 async fn import_creates_migrated_operation() {
     settings_support::import_creates_migrated_operation(&harness("import").await).await;
 }
+
+#[tokio::test]
+async fn ddm_install_reason_is_user_approval() {
+    settings_support::ddm_install_reason_is_user_approval(&harness("user-approval").await).await;
+}

@@ -687,3 +687,72 @@ pub async fn import_creates_migrated_operation(h: &Harness) {
         "{fields:?}"
     );
 }
+
+/// A DDM user who installs from Settings before the deadline makes the
+/// target User Approved; one who installs after the download finished
+/// leaves the status but still gets a `user_approval` event.
+pub async fn ddm_install_reason_is_user_approval(h: &Harness) {
+    h.add_device("PHONE-EARLY", Platform::Ios, "Europe/Berlin", true)
+        .await;
+    h.add_device("PHONE-LATE", Platform::Ios, "Europe/Berlin", true)
+        .await;
+    let operation = h
+        .create(json!({
+            "update": { "product_version": "26.6.1" },
+            "protocol": "ddm",
+            "targets": { "device_ids": ["PHONE-EARLY", "PHONE-LATE"] },
+            "install": { "method": "enforce_at_schedule", "local_date_time": "2026-09-10T09:00:00" },
+        }))
+        .await;
+
+    h.ddm_status(
+        "PHONE-EARLY",
+        json!({ "softwareupdate": {
+            "install-state": "waiting",
+            "install-reason": { "reason": ["system-settings"] },
+        } }),
+    )
+    .await;
+    assert_eq!(
+        h.status_of(&operation, "PHONE-EARLY").await,
+        Some(TargetStatus::UserApproved)
+    );
+
+    h.ddm_status(
+        "PHONE-LATE",
+        json!({ "softwareupdate": { "install-state": "prepared" } }),
+    )
+    .await;
+    assert_eq!(
+        h.status_of(&operation, "PHONE-LATE").await,
+        Some(TargetStatus::Downloaded)
+    );
+    h.ddm_status(
+        "PHONE-LATE",
+        json!({ "softwareupdate": {
+            "install-state": "prepared",
+            "install-reason": { "reason": ["notification"] },
+        } }),
+    )
+    .await;
+    assert_eq!(
+        h.status_of(&operation, "PHONE-LATE").await,
+        Some(TargetStatus::Downloaded),
+        "User Approved ranks below Downloaded, so the status stays"
+    );
+    let approvals: Vec<Event> = h.events_of_type(&operation, EventType::UserApproval).await;
+    let late: Vec<&Event> = approvals
+        .iter()
+        .filter(|e| e.device_id.as_deref() == Some("PHONE-LATE"))
+        .collect();
+    assert_eq!(late.len(), 1, "{approvals:?}");
+    assert_eq!(late[0].details["install_reason"], json!(["notification"]));
+    assert_eq!(late[0].details["status_unchanged"], true);
+    assert_eq!(
+        approvals
+            .iter()
+            .filter(|e| e.device_id.as_deref() == Some("PHONE-EARLY"))
+            .count(),
+        1
+    );
+}
