@@ -45,3 +45,8 @@ async fn import_creates_migrated_operation() {
 async fn ddm_install_reason_is_user_approval() {
     settings_support::ddm_install_reason_is_user_approval(&harness()).await;
 }
+
+#[tokio::test]
+async fn ddm_deferral_hides_update() {
+    settings_support::ddm_deferral_hides_update(&harness()).await;
+}

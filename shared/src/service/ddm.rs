@@ -3,14 +3,17 @@
 //!
 //! A DDM-capable device always gets a status subscription. While it is the
 //! active target of a DDM operation it also gets the operation's
-//! `softwareupdate.enforcement.specific` configuration, and one activation
-//! lists whatever configurations it has. Declarations are computed from the
+//! `softwareupdate.enforcement.specific` configuration, with add to catalog
+//! off a `softwareupdate.settings` deferral where the device supports one
+//! (see `catalog_visibility`), and one activation lists whatever
+//! configurations it has. Declarations are computed from the
 //! device and its target, so their ServerTokens, and the DeclarationsToken
 //! over them, change exactly when their content changes.
 
 use jiff::Timestamp;
 use serde_json::json;
 
+use super::catalog_visibility::{CatalogVisibility, deferral_settings, settings_identifier};
 use super::progress::Work;
 use super::user_initiated::{InstallSource, UserInstall, find_user_install};
 use super::{ServiceError, ServiceResult, Services};
@@ -38,10 +41,13 @@ fn enforces(target: &Target) -> bool {
 }
 
 /// The declarations a device should hold now, and when they last changed.
+/// `visibility` is the target operation's, for the settings declaration
+/// that keeps the update out of view when add to catalog is off.
 pub fn declarations_for(
     device: &Device,
     target: Option<&Target>,
     details_url: Option<&str>,
+    visibility: Option<CatalogVisibility>,
 ) -> Result<(Vec<Declaration>, Timestamp), crate::apple::WireError> {
     let mut declarations = vec![Declaration::new(
         SUBSCRIPTIONS_ID,
@@ -63,6 +69,11 @@ pub fn declarations_for(
                 },
             )?);
             configurations.push(id);
+            if let Some(settings) = visibility.and_then(|v| deferral_settings(device, target, v)) {
+                let id = settings_identifier(&target.operation_id);
+                declarations.push(Declaration::new(id.clone(), &settings)?);
+                configurations.push(id);
+            }
         } else if target.protocol == Protocol::Ddm {
             changed_at = changed_at.max(target.updated_at);
         }
@@ -142,7 +153,11 @@ impl Services {
             .target
             .as_ref()
             .filter(|t| t.protocol == Protocol::Ddm);
-        let (declarations, changed_at) = declarations_for(&context.device, target, self.config.details_url.as_deref()).map_err(|e| {
+        let visibility = match target {
+            Some(t) if enforces(t) => self.visibility_for(&t.operation_id).await?,
+            _ => None,
+        };
+        let (declarations, changed_at) = declarations_for(&context.device, target, self.config.details_url.as_deref(), visibility).map_err(|e| {
             tracing::error!(device_id = %context.device.udid, error = %e, "could not build declarations");
             ServiceError::Store(StoreError::backend("build declarations", e))
         })?;

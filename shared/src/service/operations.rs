@@ -914,6 +914,7 @@ impl Services {
             group_ids: plan.group_ids.clone(),
         };
         self.ports.operations.insert_operation(&operation).await?;
+        self.remember_visibility(&operation);
         self.ports
             .events
             .append(&[self.event(

@@ -55,10 +55,28 @@ impl Harness {
     /// Stores an enrolled device. Macs run macOS 15.7.7 (24G720), phones
     /// iOS 18.7 (22H20); `ddm` marks declarative management as active.
     pub async fn add_device(&self, udid: &str, platform: Platform, zone: &str, ddm: bool) {
+        let version = match platform {
+            Platform::MacOs => "15.7.7",
+            _ => "18.7",
+        };
+        self.add_device_on(udid, platform, zone, ddm, version).await;
+    }
+
+    /// Stores an enrolled device running `version` (builds as in [`Harness::add_device`]
+    /// for the default versions, `21H16` for iOS 17.7).
+    pub async fn add_device_on(
+        &self,
+        udid: &str,
+        platform: Platform,
+        zone: &str,
+        ddm: bool,
+        version: &str,
+    ) {
         let now = self.services.now();
-        let (model, version, build, update_id) = match platform {
-            Platform::MacOs => ("Mac14,7", "15.7.7", "24G720", "J493AP"),
-            _ => ("iPhone15,2", "18.7", "22H20", "iPhone15,2"),
+        let (model, build, update_id) = match (platform, version) {
+            (Platform::MacOs, _) => ("Mac14,7", "24G720", "J493AP"),
+            (_, "17.7") => ("iPhone15,2", "21H16", "iPhone15,2"),
+            _ => ("iPhone15,2", "22H20", "iPhone15,2"),
         };
         let device = Device {
             udid: udid.to_string(),
@@ -207,6 +225,24 @@ impl Harness {
             .await
             .expect("read target")
             .map(|t| t.status)
+    }
+
+    /// Sends a DDM check-in to `endpoint` and returns the JSON answer.
+    pub async fn ddm_get(&self, udid: &str, endpoint: &str) -> Value {
+        let context = self
+            .services
+            .ports
+            .devices
+            .load_context(udid)
+            .await
+            .expect("load device")
+            .expect("device exists");
+        let body = self
+            .services
+            .handle_declarative(context, endpoint, None)
+            .await
+            .unwrap_or_else(|e| panic!("{endpoint} for {udid}: {e}"));
+        serde_json::from_slice(&body).expect("JSON answer")
     }
 
     /// Sends a DDM status report of nested items.
@@ -754,5 +790,131 @@ pub async fn ddm_install_reason_is_user_approval(h: &Harness) {
             .filter(|e| e.device_id.as_deref() == Some("PHONE-EARLY"))
             .count(),
         1
+    );
+}
+
+/// Returns the identifiers and server tokens of the configurations a
+/// device lists, by identifier prefix.
+async fn configuration(h: &Harness, udid: &str, prefix: &str) -> Option<(String, String)> {
+    let items = h.ddm_get(udid, "declaration-items").await;
+    items["Declarations"]["Configurations"]
+        .as_array()?
+        .iter()
+        .find(|d| {
+            d["Identifier"]
+                .as_str()
+                .is_some_and(|id| id.starts_with(prefix))
+        })
+        .map(|d| {
+            (
+                d["Identifier"].as_str().unwrap_or_default().to_string(),
+                d["ServerToken"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+const SETTINGS_PREFIX: &str = "osdeploy.softwareupdate-settings.";
+
+/// With add to catalog off, supervised iOS 18 devices get a settings
+/// declaration deferring updates until the day before their deadline; iOS
+/// 17 devices and operations with add to catalog on get none.
+pub async fn ddm_deferral_hides_update(h: &Harness) {
+    h.add_device("PHONE-TYO", Platform::Ios, "Asia/Tokyo", true)
+        .await;
+    h.add_device("PHONE-LA", Platform::Ios, "America/Los_Angeles", true)
+        .await;
+    h.add_device_on("PHONE-OLD", Platform::Ios, "Asia/Tokyo", true, "17.7")
+        .await;
+    h.add_device("PHONE-LISTED", Platform::Ios, "Asia/Tokyo", true)
+        .await;
+    // 01:00 UTC on 2026-08-26 is 10:00 on the 26th in Tokyo and 18:00 on
+    // the 25th in Los Angeles; 26.6.1 (23G83) was released on 2026-08-17.
+    let hidden = h
+        .create(json!({
+            "update": { "product_version": "26.6.1" },
+            "protocol": "ddm",
+            "targets": { "device_ids": ["PHONE-TYO", "PHONE-LA", "PHONE-OLD"] },
+            "install": { "method": "enforce_at_schedule", "local_date_time": "2026-08-26T01:00:00", "time_zone": "UTC" },
+        }))
+        .await;
+    h.create(json!({
+        "update": { "product_version": "26.6.1" },
+        "protocol": "ddm",
+        "targets": { "device_ids": ["PHONE-LISTED"] },
+        "install": { "method": "enforce_at_schedule", "local_date_time": "2026-08-26T01:00:00", "time_zone": "UTC", "add_to_catalog": true },
+    }))
+    .await;
+
+    let (tokyo_id, tokyo_token) = configuration(h, "PHONE-TYO", SETTINGS_PREFIX)
+        .await
+        .expect("Tokyo lists the settings declaration");
+    assert_eq!(tokyo_id, format!("{SETTINGS_PREFIX}{hidden}"));
+    let declaration = h
+        .ddm_get(
+            "PHONE-TYO",
+            &format!("declaration/configuration/{tokyo_id}"),
+        )
+        .await;
+    assert_eq!(
+        declaration["Type"],
+        "com.apple.configuration.softwareupdate.settings"
+    );
+    assert_eq!(
+        declaration["Payload"],
+        json!({ "Deferrals": { "CombinedPeriodInDays": 8 } })
+    );
+
+    let (la_id, la_token) = configuration(h, "PHONE-LA", SETTINGS_PREFIX)
+        .await
+        .expect("Los Angeles lists the settings declaration");
+    let declaration = h
+        .ddm_get("PHONE-LA", &format!("declaration/configuration/{la_id}"))
+        .await;
+    assert_eq!(
+        declaration["Payload"],
+        json!({ "Deferrals": { "CombinedPeriodInDays": 7 } })
+    );
+    assert_ne!(
+        tokyo_token, la_token,
+        "a different deferral has a different ServerToken"
+    );
+
+    assert!(
+        configuration(h, "PHONE-OLD", "osdeploy.enforcement.")
+            .await
+            .is_some(),
+        "iOS 17 still gets the enforcement declaration"
+    );
+    assert_eq!(configuration(h, "PHONE-OLD", SETTINGS_PREFIX).await, None);
+    assert_eq!(
+        configuration(h, "PHONE-LISTED", SETTINGS_PREFIX).await,
+        None
+    );
+
+    let activation = h.ddm_get("PHONE-TYO", "declaration-items").await;
+    let activation_id = activation["Declarations"]["Activations"][0]["Identifier"]
+        .as_str()
+        .expect("activation")
+        .to_string();
+    let activation = h
+        .ddm_get(
+            "PHONE-TYO",
+            &format!("declaration/activation/{activation_id}"),
+        )
+        .await;
+    let listed = activation["Payload"]["StandardConfigurations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(listed.contains(&json!(tokyo_id)), "{activation}");
+
+    h.services
+        .cancel_operation(&hidden)
+        .await
+        .expect("cancel operation");
+    assert_eq!(
+        configuration(h, "PHONE-TYO", SETTINGS_PREFIX).await,
+        None,
+        "cancelling withdraws the deferral with the enforcement"
     );
 }
