@@ -5,7 +5,7 @@
 //! is 09:00 the day before even when a DST change lies between them (the
 //! elapsed time is then 23 or 25 hours). Each reminder's local time becomes an
 //! instant with the same gap and fold rules as the deadline itself
-//! ([`deadline_instant`]): a time in a spring-forward gap moves forward by the
+//! ([`deadline_instant`]). A time in a spring-forward gap moves forward by the
 //! gap's length, and a time in a fall-back fold takes its first occurrence.
 
 use std::collections::BTreeSet;

@@ -402,8 +402,8 @@ async fn create_operation(
     Ok((status, Json(body)).into_response())
 }
 
-/// `POST /operations/import`: a `migrated` operation from an existing
-/// deployment, answered like `POST /operations`.
+/// `POST /operations/import`: creates a `migrated` operation from an
+/// existing deployment, with the same response as `POST /operations`.
 async fn import_operation(
     State(state): State<AppState>,
     headers: HeaderMap,

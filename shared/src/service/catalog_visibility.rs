@@ -1,10 +1,10 @@
 //! "Add to catalog" off on DDM: a deferral that keeps the update out of view.
 //!
 //! With add to catalog off, a DDM device that supports
-//! `com.apple.configuration.softwareupdate.settings` (macOS 15 or iOS and
-//! iPadOS 18 and later, supervised; Apple lists `Deferrals` for supervised
-//! iOS devices only) also gets a settings declaration whose `Deferrals`
-//! hide updates until the day before the deadline. Deferral periods count
+//! `com.apple.configuration.softwareupdate.settings` also gets a settings
+//! declaration whose `Deferrals` hide updates until the day before the
+//! deadline. Support means supervised macOS 15 or iOS and iPadOS 18 and
+//! later, because Apple lists `Deferrals` for supervised iOS devices only. Deferral periods count
 //! days after the update's release, so the period is the days from the
 //! release date to the device's deadline date, minus one, at most 90 (the
 //! schema's maximum) and at least 1; a deadline less than two days after the
@@ -27,8 +27,8 @@ use super::{ServiceResult, Services};
 use crate::apple::ddm::{DEFERRAL_DAYS, Deferrals, SoftwareUpdateSettings};
 use crate::domain::{Device, InstallSettings, Operation, Platform, Target};
 
-/// What the settings declaration needs from an operation. Install settings
-/// never change after creation, so this can be cached for the process.
+/// The operation fields the settings declaration depends on. Install
+/// settings never change after creation, so this can be cached for the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CatalogVisibility {
     /// Enforce at a schedule with add to catalog off.

@@ -69,7 +69,7 @@ impl Services {
             install: request.install.clone(),
         };
         if !problems.is_empty() {
-            // Report the create fields' problems too, in one answer.
+            // Report the create fields' problems too, in one response.
             if let Err(ServiceError::Invalid { details, .. }) = self.plan_operation(&create).await {
                 problems.extend(details);
             }

@@ -836,7 +836,7 @@ impl Services {
         let mut plan = self.plan_operation(request).await?;
         for target in &mut plan.targets {
             // A device already on the version stays Obsolete unless the
-            // import says it installed the update there.
+            // import reports that it installed the update there.
             if let Some(status) = origin.statuses.get(&target.device_id)
                 && (target.status != TargetStatus::Obsolete || *status == TargetStatus::Installed)
             {
@@ -1488,7 +1488,7 @@ fn deadlines_of(targets: &[PlannedTarget]) -> Vec<ZoneDeadline> {
     deadlines
 }
 
-/// What kind of operation a creation makes, and what it carries over.
+/// The kind of operation a creation makes, and the state it carries over.
 pub(super) struct Origin {
     pub kind: OperationType,
     /// Statuses the devices had in the deployment an import takes over.

@@ -255,7 +255,7 @@ impl Services {
 }
 
 /// Returns whether a target still waits for its deadline: not in a final
-/// status, not installing, not started by the user and not yet told to install.
+/// status, not installing, not started by the user and not yet sent InstallASAP.
 fn still_waiting(target: &Target) -> bool {
     !target.status.is_final()
         && !matches!(
@@ -276,7 +276,7 @@ fn notify_only(target: &Target) -> Command {
     })
 }
 
-/// What every `reminder_sent` event of one reminder carries.
+/// The details every `reminder_sent` event of one reminder carries.
 struct ReminderDetails<'a> {
     due_at: Timestamp,
     time_zone: &'a str,

@@ -1,11 +1,11 @@
 //! User-initiated operations: installs that no running operation asked for.
 //!
-//! When a device that is in no running operation reports that it now runs a
-//! newer OS version (DDM `device.operating-system.version` and
-//! `build-version`, or an MDM DeviceInformation result), or that it is
-//! installing one (DDM `softwareupdate.install-state` `installing` with a
-//! `pending-version`), the install is recorded as a target of an operation
-//! of type `user_initiated`, in Installed or Installing, with its events.
+//! A device in no running operation may report that it now runs a newer OS
+//! version (DDM `device.operating-system.version` and `build-version`, or an
+//! MDM DeviceInformation result), or that it is installing one (DDM
+//! `softwareupdate.install-state` `installing` with a `pending-version`).
+//! That install is recorded as a target of an operation of type
+//! `user_initiated`, in Installed or Installing, with its events.
 //!
 //! Grouping: one user-initiated operation per platform and build, found
 //! through the idempotency key `user-initiated:<platform>:<build>` (the
@@ -33,7 +33,7 @@ use crate::domain::{
 };
 use crate::ports::{AssignOutcome, Assignment, DeviceContext, StoreError};
 
-/// Who saw the install, for the events.
+/// The report that showed the install, named in the events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InstallSource {
     DdmStatus,
