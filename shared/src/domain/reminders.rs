@@ -234,7 +234,7 @@ mod tests {
                 reminder_instants(
                     local("2026-11-10T10:00:00"),
                     &zone("UTC"),
-                    &[reminder.clone()]
+                    std::slice::from_ref(&reminder)
                 )
                 .len(),
                 expected,

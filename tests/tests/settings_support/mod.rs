@@ -333,7 +333,7 @@ pub async fn mdm_reminders_fire_per_zone(h: &Harness) {
     .map(|(zone, at)| (zone.to_string(), at.parse().expect("instant")))
     .collect();
     let mut sorted = reminders.clone();
-    sorted.sort_by(|a, b| a.1.cmp(&b.1));
+    sorted.sort_by_key(|a| a.1);
     assert_eq!(sorted, expected);
 
     assert_eq!(
