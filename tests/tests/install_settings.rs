@@ -326,3 +326,36 @@ async fn import_route_rejects_bad_fields() {
     assert_eq!(list["items"], json!([]), "nothing was created");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn mdm_reenrollment_records_user_install() {
+    let server = TestServer::start().await;
+    let mut mac = TestDevice::mac("MAC-SELF", "15.7.7", "24G720");
+    mac.enroll(&server).await;
+    let (_, before) = server.get("/operations?type=user_initiated").await;
+    assert_eq!(
+        before["items"],
+        json!([]),
+        "the first inventory of a device is no install"
+    );
+
+    // The user updated the Mac outside osdeploy; it enrolls again, and the
+    // inventory query shows the new version.
+    mac.os_version = "15.7.9".into();
+    mac.build = "24G830".into();
+    mac.enroll(&server).await;
+
+    let (status, list) = server.get("/operations?type=user_initiated").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(items[0]["protocol"], "mdm");
+    assert_eq!(items[0]["update"]["product_version"], "15.7.9");
+    let operation = items[0]["id"].as_str().expect("operation id").to_string();
+    assert_eq!(server.statuses(&operation).await[&mac.udid], "installed");
+    let completed = device_events(&server, &operation, &mac.udid, "installation_completed").await;
+    assert_eq!(completed.len(), 1);
+    assert_eq!(completed[0]["details"]["from_version"], "15.7.7");
+    assert_eq!(completed[0]["details"]["source"], "mdm_device_information");
+    server.stop().await;
+}

@@ -19,6 +19,11 @@
 //! its next version report moves it to Installed through the usual path,
 //! and a new operation cannot move it while it installs.
 //!
+//! NOTE: over MDM the server asks for DeviceInformation outside an
+//! operation only at enrollment, so an MDM device's own install is recorded
+//! when it enrolls again. iOS sends its version in Authenticate, which
+//! updates the inventory first, so an iOS re-enrollment records nothing.
+//!
 //! NOTE: an install of a version other than the target of a device's
 //! running operation is not recorded here, because a device has one
 //! current operation and recording it would take the device out of the
