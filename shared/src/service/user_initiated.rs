@@ -134,6 +134,7 @@ impl Services {
             .clone()
             .unwrap_or_else(|| install.version.to_string());
         let key = user_initiated_key(platform, &build_or_version);
+
         let Some(operation) = self
             .user_initiated_operation(&key, &install, platform, &build_or_version)
             .await?
@@ -153,6 +154,7 @@ impl Services {
             tracing::debug!(operation_id = %operation.id, device_id = %udid, status = %existing.status, "user install already recorded");
             return Ok(Some(operation.id));
         }
+
         let assignment = self.user_install_assignment(&operation, &install, &build_or_version);
         let (outcomes, commit) = self.ports.operations.assign(vec![assignment]).await?;
         self.record_state_changes(&commit.state_changes).await?;
