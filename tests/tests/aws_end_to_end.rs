@@ -147,6 +147,7 @@ impl FiredSchedule {
             Job::UpdateExpiry { .. } => "update_expiry".to_string(),
             Job::PurgeEvents => "purge_events".to_string(),
             Job::Sweep => "sweep".to_string(),
+            Job::Reminder { time_zone, .. } => format!("reminder {time_zone}"),
         };
         FiredSchedule {
             due_at: schedule.due_at,

@@ -6,6 +6,7 @@ pub mod device;
 pub mod event;
 pub mod operation;
 pub mod platform;
+pub mod reminders;
 pub mod status;
 pub mod target;
 

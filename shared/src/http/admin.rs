@@ -20,6 +20,7 @@ use crate::catalog::DeviceIdentity;
 use crate::domain::{EventType, OperationState, OperationType, Platform, Protocol, TargetStatus};
 use crate::ports::{DeviceFilter, EventFilter, OperationFilter, PageRequest, TargetFilter};
 use crate::service::FieldError;
+use crate::service::import::ImportOperationRequest;
 use crate::service::inventory::{DevicePatch, GroupInput};
 use crate::service::operations::CreateOperationRequest;
 use crate::service::views::{DeviceView, OperationView, TargetView};
@@ -42,6 +43,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .route("/operations/preview", post(preview_operation))
         .route("/operations", get(list_operations).post(create_operation))
+        .route("/operations/import", post(import_operation))
         .route("/operations/{id}", get(get_operation))
         .route("/operations/{id}/cancel", post(cancel_operation))
         .route("/operations/{id}/devices", get(list_targets))
@@ -398,6 +400,50 @@ async fn create_operation(
         serde_json::to_value(OperationView::new(&created.operation, now)).unwrap_or(Value::Null);
     body["not_moved"] = json!(created.not_moved);
     Ok((status, Json(body)).into_response())
+}
+
+/// `POST /operations/import`: creates a `migrated` operation from an
+/// existing deployment, with the same response as `POST /operations`.
+async fn import_operation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let request: ImportOperationRequest = json_body(body).await?;
+    let key = idempotency_key(&headers)?;
+    let created = state
+        .services
+        .import_operation(&request, key.as_deref(), "administrator")
+        .await?;
+    Ok(created_response(&state, created))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(key) = &key
+        && (key.is_empty() || key.len() > 255)
+    {
+        return Err(ApiError::bad_request(
+            "Idempotency-Key must be 1 to 255 characters",
+        ));
+    }
+    Ok(key)
+}
+
+fn created_response(state: &AppState, created: crate::service::operations::Created) -> Response {
+    let now = state.services.now();
+    let status = if created.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut body =
+        serde_json::to_value(OperationView::new(&created.operation, now)).unwrap_or(Value::Null);
+    body["not_moved"] = json!(created.not_moved);
+    (status, Json(body)).into_response()
 }
 
 async fn list_operations(

@@ -379,14 +379,20 @@ pub enum Job {
     /// Start retries that are due and wake or fail stalled targets, across
     /// every operation in progress. Runs periodically, not per operation.
     Sweep,
+    /// A reminder before the enforcement deadline, for the devices of one time zone.
+    Reminder {
+        operation_id: String,
+        time_zone: String,
+        due_at: Timestamp,
+    },
 }
 
 impl Job {
     pub fn operation_id(&self) -> Option<&str> {
         match self {
-            Job::MdmDeadline { operation_id, .. } | Job::UpdateExpiry { operation_id } => {
-                Some(operation_id)
-            }
+            Job::MdmDeadline { operation_id, .. }
+            | Job::UpdateExpiry { operation_id }
+            | Job::Reminder { operation_id, .. } => Some(operation_id),
             Job::PurgeEvents | Job::Sweep => None,
         }
     }

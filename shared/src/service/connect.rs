@@ -7,17 +7,42 @@ use super::mdm::{
     status_result_reading,
 };
 use super::progress::Work;
+use super::user_initiated::{InstallSource, UserInstall, find_user_install};
 use super::{ServiceError, ServiceResult, Services};
 use crate::apple::UnknownValue;
 use crate::apple::mdm::{CommandResponse, CommandResult, CommandStatus, parse_result};
 use crate::domain::{
     Actor, EnrollmentState, EventType, OsVersion, Platform, Protocol, Signal, TargetStatus,
 };
-use crate::ports::{CommandState, CommandWrite, QueuedCommand, StoreError};
+use crate::ports::{CommandState, CommandWrite, DeviceContext, QueuedCommand, StoreError};
 
 /// Request types whose results are recorded as audit events; status and
 /// inventory polls are not, or they would drown the trail.
 const AUDITED_COMMANDS: &[&str] = &["ScheduleOSUpdate", "DeclarativeManagement"];
+
+/// Finds an install the user started outside any running operation in an
+/// acknowledged DeviceInformation result that this server asked for.
+fn mdm_user_install(context: &DeviceContext, result: &CommandResult) -> Option<UserInstall> {
+    if result.status != CommandStatus::Acknowledged {
+        return None;
+    }
+    let uuid = result.command_uuid.as_deref()?;
+    let asked = context
+        .commands
+        .iter()
+        .any(|c| c.uuid == uuid && c.request_type == "DeviceInformation");
+    if !asked {
+        return None;
+    }
+    let answers = result.device_information().ok()??.query_responses;
+    let version = answers.os_version.as_deref()?.parse::<OsVersion>().ok()?;
+    find_user_install(
+        context,
+        Some((&version, answers.build_version.as_deref())),
+        None,
+        InstallSource::MdmDeviceInformation,
+    )
+}
 
 impl Services {
     /// Handles one command result and returns the next command's plist, or
@@ -38,6 +63,7 @@ impl Services {
             if context.device.enrollment != EnrollmentState::Enrolled {
                 return Err(ServiceError::not_enrolled(&udid));
             }
+            let user_install = mdm_user_install(&context, &result);
             let mut work = Work::new(context);
             if result.status != CommandStatus::Idle {
                 self.record_result(&mut work, &result);
@@ -52,6 +78,9 @@ impl Services {
             match self.ports.devices.commit(work.into_change()).await {
                 Ok(outcome) => {
                     self.record_state_changes(&outcome.state_changes).await?;
+                    if let Some(install) = user_install {
+                        self.record_user_install(install).await?;
+                    }
                     return Ok(reply);
                 }
                 Err(StoreError::Conflict(message)) => {

@@ -3,15 +3,19 @@
 //!
 //! A DDM-capable device always gets a status subscription. While it is the
 //! active target of a DDM operation it also gets the operation's
-//! `softwareupdate.enforcement.specific` configuration, and one activation
-//! lists whatever configurations it has. Declarations are computed from the
+//! `softwareupdate.enforcement.specific` configuration, with add to catalog
+//! off a `softwareupdate.settings` deferral where the device supports one
+//! (see `catalog_visibility`), and one activation lists whatever
+//! configurations it has. Declarations are computed from the
 //! device and its target, so their ServerTokens, and the DeclarationsToken
 //! over them, change exactly when their content changes.
 
 use jiff::Timestamp;
 use serde_json::json;
 
+use super::catalog_visibility::{CatalogVisibility, deferral_settings, settings_identifier};
 use super::progress::Work;
+use super::user_initiated::{InstallSource, UserInstall, find_user_install};
 use super::{ServiceError, ServiceResult, Services};
 use crate::apple::ddm::{
     ActivationSimple, DdmEndpoint, Declaration, DeclarationItemsResponse, DeclarationValidity,
@@ -37,10 +41,13 @@ fn enforces(target: &Target) -> bool {
 }
 
 /// The declarations a device should hold now, and when they last changed.
+/// `visibility` is the target operation's, for the settings declaration
+/// that keeps the update out of view when add to catalog is off.
 pub fn declarations_for(
     device: &Device,
     target: Option<&Target>,
     details_url: Option<&str>,
+    visibility: Option<CatalogVisibility>,
 ) -> Result<(Vec<Declaration>, Timestamp), crate::apple::WireError> {
     let mut declarations = vec![Declaration::new(
         SUBSCRIPTIONS_ID,
@@ -62,6 +69,11 @@ pub fn declarations_for(
                 },
             )?);
             configurations.push(id);
+            if let Some(settings) = visibility.and_then(|v| deferral_settings(device, target, v)) {
+                let id = settings_identifier(&target.operation_id);
+                declarations.push(Declaration::new(id.clone(), &settings)?);
+                configurations.push(id);
+            }
         } else if target.protocol == Protocol::Ddm {
             changed_at = changed_at.max(target.updated_at);
         }
@@ -74,6 +86,34 @@ pub fn declarations_for(
         },
     )?);
     Ok((declarations, changed_at))
+}
+
+/// Finds an install the user started outside any running operation in a
+/// status report: a newer `device.operating-system.version`, or
+/// `install-state` `installing` with a newer `pending-version`.
+fn user_install_in_status(context: &DeviceContext, status: &ParsedStatus) -> Option<UserInstall> {
+    let running = status
+        .os_version
+        .as_deref()
+        .and_then(|v| v.parse::<OsVersion>().ok());
+    let pending = status
+        .pending_version
+        .as_ref()
+        .filter(|_| status.install_state == Some(InstallState::Installing))
+        .and_then(|p| {
+            p.os_version
+                .parse::<OsVersion>()
+                .ok()
+                .map(|v| (v, p.build_version.as_str()))
+        });
+    find_user_install(
+        context,
+        running
+            .as_ref()
+            .map(|v| (v, status.build_version.as_deref())),
+        pending.as_ref().map(|(v, b)| (v, Some(*b))),
+        InstallSource::DdmStatus,
+    )
 }
 
 fn wire_error(e: crate::apple::WireError) -> ServiceError {
@@ -113,7 +153,11 @@ impl Services {
             .target
             .as_ref()
             .filter(|t| t.protocol == Protocol::Ddm);
-        let (declarations, changed_at) = declarations_for(&context.device, target, self.config.details_url.as_deref()).map_err(|e| {
+        let visibility = match target {
+            Some(t) if enforces(t) => self.visibility_for(&t.operation_id).await?,
+            _ => None,
+        };
+        let (declarations, changed_at) = declarations_for(&context.device, target, self.config.details_url.as_deref(), visibility).map_err(|e| {
             tracing::error!(device_id = %context.device.udid, error = %e, "could not build declarations");
             ServiceError::Store(StoreError::backend("build declarations", e))
         })?;
@@ -178,6 +222,7 @@ impl Services {
         status: ParsedStatus,
     ) -> ServiceResult<()> {
         let udid = context.device.udid.clone();
+        let user_install = user_install_in_status(&context, &status);
         let mut context = Some(context);
         for _ in 0..5 {
             let context = match context.take() {
@@ -192,19 +237,20 @@ impl Services {
             let mut work = Work::new(context);
             self.apply_status(&mut work, &status);
             self.note_seen(&udid);
-            if work.is_empty() {
-                return Ok(());
-            }
-            match self.ports.devices.commit(work.into_change()).await {
-                Ok(outcome) => {
-                    self.record_state_changes(&outcome.state_changes).await?;
-                    return Ok(());
+            if !work.is_empty() {
+                match self.ports.devices.commit(work.into_change()).await {
+                    Ok(outcome) => self.record_state_changes(&outcome.state_changes).await?,
+                    Err(StoreError::Conflict(message)) => {
+                        tracing::debug!(device_id = %udid, %message, "retrying a status report after a conflicting write");
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(StoreError::Conflict(message)) => {
-                    tracing::debug!(device_id = %udid, %message, "retrying a status report after a conflicting write");
-                }
-                Err(e) => return Err(e.into()),
             }
+            if let Some(install) = user_install {
+                self.record_user_install(install).await?;
+            }
+            return Ok(());
         }
         Err(ServiceError::Conflict {
             code: "busy",

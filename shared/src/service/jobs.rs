@@ -41,6 +41,11 @@ impl Services {
                 })
             }
             Job::Sweep => self.run_sweep().await,
+            Job::Reminder {
+                operation_id,
+                time_zone,
+                due_at,
+            } => self.run_reminder(operation_id, time_zone, *due_at).await,
         }
     }
 

@@ -152,6 +152,10 @@ pub fn schedule_result_signals(
     }
     let signals = match &result.status {
         UpdateResultStatus::Idle | UpdateResultStatus::Downloading => vec![Signal::Accepted],
+        // Installing before InstallASAP was sent: the user started it.
+        UpdateResultStatus::Installing if !target.install_requested => {
+            vec![Signal::Accepted, Signal::UserStarted, Signal::Installing]
+        }
         UpdateResultStatus::Installing => vec![Signal::Accepted, Signal::Installing],
         UpdateResultStatus::DownloadRequiresComputer
         | UpdateResultStatus::DownloadInsufficientSpace

@@ -5,17 +5,21 @@
 //! and writes the result in one store call where the ports allow it. Reads
 //! and decisions are repeated when a conditional write reports a conflict.
 
+pub mod catalog_visibility;
 pub mod checkin;
 pub mod connect;
 pub mod ddm;
 pub mod errors;
+pub mod import;
 pub mod inventory;
 pub mod jobs;
 pub mod mdm;
 pub mod operations;
 pub mod progress;
+pub mod reminders;
 pub mod retry_settings;
 pub mod sweep;
+pub mod user_initiated;
 pub mod views;
 
 use std::collections::HashMap;
@@ -117,6 +121,8 @@ pub struct Services {
     catalog: RwLock<Arc<Catalog>>,
     /// Last-seen times not yet written, flushed in batches.
     last_seen: Mutex<HashMap<String, Timestamp>>,
+    /// Catalog visibility per operation id; install settings never change.
+    catalog_visibility: Mutex<HashMap<String, catalog_visibility::CatalogVisibility>>,
 }
 
 impl Services {
@@ -134,6 +140,7 @@ impl Services {
             config,
             catalog: RwLock::new(catalog),
             last_seen: Mutex::new(HashMap::new()),
+            catalog_visibility: Mutex::new(HashMap::new()),
         }
     }
 

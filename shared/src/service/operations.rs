@@ -20,6 +20,7 @@ use crate::domain::deadline::{
     self, ZoneDeadline, ZoneSource, deadline_instant, parse_local_date_time, parse_time_zone,
     resolve_device_zone, target_local_date_time,
 };
+use crate::domain::reminders::{MAX_HOURS_BEFORE, MAX_REMINDERS_PER_ZONE, reminder_count};
 use crate::domain::{
     Actor, Device, EventType, Group, InstallSettings, Operation, OperationState, OperationType,
     OperationUpdate, OsVersion, Protocol, Reminder, StatusCounts, Target, TargetStatus,
@@ -95,6 +96,9 @@ pub struct PlannedTarget {
     local_date_time: Option<DateTime>,
     #[serde(skip)]
     expires_at: Option<Timestamp>,
+    /// The status an import gave this device, if any.
+    #[serde(skip)]
+    imported_status: Option<TargetStatus>,
 }
 
 /// The review of a create request: the body of `POST /operations/preview`
@@ -304,6 +308,23 @@ fn parse_schedule(
                             "hours_before must be at least 1",
                         ));
                     }
+                    if reminder.hours_before > MAX_HOURS_BEFORE {
+                        problems.push(
+                            FieldError::new(
+                                format!("install.reminders[{i}].hours_before"),
+                                "invalid",
+                                format!("hours_before {} is more than the maximum of {MAX_HOURS_BEFORE} (90 days); pick a shorter lead time", reminder.hours_before),
+                            )
+                            .with_value(reminder.hours_before),
+                        );
+                    }
+                }
+                if reminder_count(&reminders) > MAX_REMINDERS_PER_ZONE {
+                    problems.push(FieldError::new(
+                        "install.reminders",
+                        "too_many_reminders",
+                        format!("the reminders name {} reminder times, more than the maximum of {MAX_REMINDERS_PER_ZONE}; use a longer repeat_every_hours or a shorter hours_before", reminder_count(&reminders)),
+                    ));
                 }
                 reminders
             }
@@ -685,6 +706,7 @@ impl Services {
             replaces: None,
             local_date_time: None,
             expires_at: Some(expires_at),
+            imported_status: None,
         };
         match (&install.settings, install.local) {
             (InstallSettings::InstallImmediately, _) => {
@@ -782,6 +804,25 @@ impl Services {
         idempotency_key: Option<&str>,
         created_by: &str,
     ) -> ServiceResult<Created> {
+        let origin = Origin {
+            kind: OperationType::AdminInitiated,
+            statuses: BTreeMap::new(),
+            details: serde_json::json!({}),
+        };
+        self.create_operation_from(request, idempotency_key, created_by, &origin)
+            .await
+    }
+
+    /// Creates an operation of `origin.kind`: the planning, checks and
+    /// writes of [`Services::create_operation`], with the imported statuses
+    /// applied to the planned targets.
+    pub(super) async fn create_operation_from(
+        &self,
+        request: &CreateOperationRequest,
+        idempotency_key: Option<&str>,
+        created_by: &str,
+        origin: &Origin,
+    ) -> ServiceResult<Created> {
         let now = self.now();
         if let Some(key) = idempotency_key
             && let Some(existing) = self.replayed_operation(key).await?
@@ -792,7 +833,17 @@ impl Services {
                 replayed: true,
             });
         }
-        let plan = self.plan_operation(request).await?;
+        let mut plan = self.plan_operation(request).await?;
+        for target in &mut plan.targets {
+            // A device already on the version stays Obsolete unless the
+            // import reports that it installed the update there.
+            if let Some(status) = origin.statuses.get(&target.device_id)
+                && (target.status != TargetStatus::Obsolete || *status == TargetStatus::Installed)
+            {
+                target.status = *status;
+                target.imported_status = Some(*status);
+            }
+        }
         if !plan.incompatible.is_empty() {
             let details = plan
                 .incompatible
@@ -834,7 +885,7 @@ impl Services {
         let expires_at = plan.targets.iter().filter_map(|t| t.expires_at).min();
         let operation = Operation {
             id: operation_id.clone(),
-            kind: OperationType::AdminInitiated,
+            kind: origin.kind,
             protocol: plan.protocol,
             update: OperationUpdate {
                 name: plan.update_name.clone(),
@@ -863,6 +914,7 @@ impl Services {
             group_ids: plan.group_ids.clone(),
         };
         self.ports.operations.insert_operation(&operation).await?;
+        self.remember_visibility(&operation);
         self.ports
             .events
             .append(&[self.event(
@@ -870,15 +922,19 @@ impl Services {
                 None,
                 EventType::OperationCreated,
                 Actor::Administrator,
-                serde_json::json!({
-                    "created_by": created_by,
-                    "update": operation.update.name,
-                    "protocol": operation.protocol,
-                    "install": operation.install,
-                    "targets": plan.targets.len(),
-                    "moved_from_other_operations": plan.moves.len(),
-                    "not_moved": plan.not_moved.len(),
-                }),
+                with_details(
+                    serde_json::json!({
+                        "created_by": created_by,
+                        "type": operation.kind,
+                        "update": operation.update.name,
+                        "protocol": operation.protocol,
+                        "install": operation.install,
+                        "targets": plan.targets.len(),
+                        "moved_from_other_operations": plan.moves.len(),
+                        "not_moved": plan.not_moved.len(),
+                    }),
+                    &origin.details,
+                ),
             )])
             .await?;
 
@@ -954,7 +1010,7 @@ impl Services {
                 match outcome {
                     AssignOutcome::Assigned => {
                         if let Some(device) = p.device
-                            && p.status != TargetStatus::Obsolete
+                            && !p.status.is_final()
                         {
                             woken.push(device);
                         }
@@ -1067,6 +1123,7 @@ impl Services {
             ));
         }
         let added = serde_json::json!({
+            "imported_status": p.imported_status,
             "build": p.build,
             "time_zone": p.time_zone,
             "zone_source": p.zone_source,
@@ -1082,7 +1139,12 @@ impl Services {
         ));
         let mut commands = Vec::new();
         let mut target = target;
-        if p.status == TargetStatus::Obsolete {
+        if let Some(status) = p.imported_status {
+            target.detail = Some(format!("imported as {status}"));
+        }
+        if p.imported_status.is_some_and(|s| s.is_final()) {
+            // An imported final status needs no instruction to the device.
+        } else if p.status == TargetStatus::Obsolete {
             let current = device
                 .and_then(|d| d.os_version.as_ref())
                 .map(|v| v.to_string());
@@ -1144,6 +1206,7 @@ impl Services {
                     .await?;
             }
         }
+        self.schedule_reminders(operation, &plan.deadlines).await?;
         let expiries: BTreeSet<Timestamp> =
             plan.targets.iter().filter_map(|t| t.expires_at).collect();
         for expires_at in expiries {
@@ -1423,4 +1486,20 @@ fn deadlines_of(targets: &[PlannedTarget]) -> Vec<ZoneDeadline> {
             .then_with(|| a.zone_name.cmp(&b.zone_name))
     });
     deadlines
+}
+
+/// The kind of operation a creation makes, and the state it carries over.
+pub(super) struct Origin {
+    pub kind: OperationType,
+    /// Statuses the devices had in the deployment an import takes over.
+    pub statuses: BTreeMap<String, TargetStatus>,
+    /// Added to the `operation_created` event's details.
+    pub details: serde_json::Value,
+}
+
+fn with_details(mut base: serde_json::Value, extra: &serde_json::Value) -> serde_json::Value {
+    if let (Some(map), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        map.extend(extra.clone());
+    }
+    base
 }

@@ -207,6 +207,32 @@ impl Work {
                     self.target_changed = true;
                 }
             }
+            // The user started the install after the download: the status
+            // stays where it is (User Approved ranks below Downloading), but
+            // the approval is recorded so the trail shows who started it.
+            Ok(Outcome::Stale)
+                if signal == Signal::UserStarted
+                    && !target.install_requested
+                    && target.status != TargetStatus::Installing =>
+            {
+                let mut details = json!({
+                    "from": target.status,
+                    "to": target.status,
+                    "signal": signal.name(),
+                    "status_unchanged": true,
+                });
+                if let (Value::Object(extra), Value::Object(map)) = (extra, &mut details) {
+                    map.extend(extra);
+                }
+                let event = services.event(
+                    &target.operation_id,
+                    Some(&target.device_id),
+                    EventType::UserApproval,
+                    Actor::Device,
+                    details,
+                );
+                self.events.push(event);
+            }
             Ok(Outcome::Stale) => {
                 let details =
                     json!({ "reason": "stale", "signal": signal.name(), "status": target.status });

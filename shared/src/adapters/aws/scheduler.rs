@@ -498,11 +498,11 @@ fn id_digest(id: &str) -> String {
     digest[..DIGEST_HEX_LEN].to_string()
 }
 
-/// Returns the zone a job's expression is written in: an MDM deadline's own
-/// zone, so the console shows the local deadline, and UTC for other jobs.
+/// Returns the zone a job's expression is written in: an MDM deadline's or a
+/// reminder's own zone, so the console shows the local time, and UTC for other jobs.
 fn expression_zone(job: &Job) -> &str {
     match job {
-        Job::MdmDeadline { time_zone, .. } => time_zone,
+        Job::MdmDeadline { time_zone, .. } | Job::Reminder { time_zone, .. } => time_zone,
         Job::UpdateExpiry { .. } | Job::PurgeEvents | Job::Sweep => "UTC",
     }
 }
