@@ -1328,6 +1328,40 @@ impl EventStore for SqliteStore {
         Ok(paginate(items, limit, |e| encode_cursor(&[&e.id])))
     }
 
+    /// Served by the `events_by_device` index on `(device_id, id)`.
+    async fn list_device_events(
+        &self,
+        device_id: &str,
+        now: Timestamp,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Event>> {
+        let limit = page_limit(page);
+        let after = match &page.cursor {
+            Some(c) => decode_cursor(c, 1)?.remove(0),
+            None => String::new(),
+        };
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT data FROM events WHERE device_id = ?1 AND id > ?2 AND expires_at > ?3
+                 ORDER BY id LIMIT ?4",
+            )
+            .map_err(backend("list device events"))?;
+        let rows = stmt
+            .query_map(
+                params![device_id, after, micros(now), (limit + 1) as i64],
+                |r| r.get::<_, String>(0),
+            )
+            .map_err(backend("list device events"))?;
+        let mut items = Vec::new();
+        for row in rows {
+            items.push(from_json::<Event>(
+                &row.map_err(backend("list device events"))?,
+            )?);
+        }
+        Ok(paginate(items, limit, |e| encode_cursor(&[&e.id])))
+    }
+
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
         self.write("purge events", |tx| {
             let n = tx
