@@ -14,6 +14,9 @@ pub mod jobs;
 pub mod mdm;
 pub mod operations;
 pub mod progress;
+pub mod readiness;
+pub mod summary;
+pub mod timeline;
 pub mod views;
 
 use std::collections::HashMap;
@@ -38,6 +41,9 @@ pub struct ServiceConfig {
     pub retry_policy: RetryPolicy,
     /// Page used by the enforcement declaration's DetailsURL, if any.
     pub details_url: Option<String>,
+    /// How long a device may go without checking in before the preview's
+    /// readiness check and the operation's device list flag it as silent.
+    pub silent_after: jiff::SignedDuration,
 }
 
 impl Default for ServiceConfig {
@@ -46,6 +52,7 @@ impl Default for ServiceConfig {
             default_time_zone: crate::domain::deadline::DEFAULT_TIME_ZONE.to_string(),
             retry_policy: RetryPolicy::default(),
             details_url: None,
+            silent_after: readiness::DEFAULT_SILENT_AFTER,
         }
     }
 }
