@@ -73,6 +73,16 @@ impl Config {
             })?;
             service.default_time_zone = zone;
         }
+        let silent_after_variable = osdeploy_shared::service::readiness::SILENT_AFTER_VARIABLE;
+        if let Some(hours) = lookup(silent_after_variable).filter(|h| !h.is_empty()) {
+            service.silent_after = osdeploy_shared::service::readiness::parse_silent_after_hours(
+                &hours,
+            )
+            .map_err(|problem| ConfigError {
+                name: "OSDEPLOY_SILENT_AFTER_HOURS",
+                problem,
+            })?;
+        }
         let scheduler = match lookup("OSDEPLOY_SCHEDULE_GROUP").filter(|g| !g.is_empty()) {
             None => None,
             Some(group_name) => Some(SchedulerSettings {
@@ -264,6 +274,25 @@ mod tests {
         .unwrap_err();
         assert_eq!(error.name, "OSDEPLOY_DEFAULT_TIME_ZONE");
         assert!(error.problem.contains("Mars/Olympus"), "{}", error.problem);
+    }
+
+    #[test]
+    fn silent_after_hours_from_variable() {
+        let base = [
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+        ];
+        let config = Config::from_lookup(lookup(
+            &[&base[..], &[("OSDEPLOY_SILENT_AFTER_HOURS", "12")]].concat(),
+        ))
+        .unwrap();
+        assert_eq!(config.service.silent_after.as_hours(), 12);
+        let error = Config::from_lookup(lookup(
+            &[&base[..], &[("OSDEPLOY_SILENT_AFTER_HOURS", "soon")]].concat(),
+        ))
+        .unwrap_err();
+        assert_eq!(error.name, "OSDEPLOY_SILENT_AFTER_HOURS");
+        assert!(error.problem.contains("soon"), "{}", error.problem);
     }
 
     #[test]
