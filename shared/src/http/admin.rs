@@ -590,3 +590,7 @@ async fn device_timeline(
         .await?;
     Ok(Json(page_json(page, Clone::clone)))
 }
+
+#[cfg(test)]
+#[path = "admin_tests.rs"]
+mod tests;
