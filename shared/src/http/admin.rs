@@ -44,9 +44,9 @@ fn route(method: Method, path: &'static str, handler: MethodRouter<AppState>) ->
     }
 }
 
-/// Every admin route. [`routes`] mounts exactly these, and the OpenAPI
-/// test compares them with the document in both directions, so a new
-/// route goes into this table and into `openapi.json`, nowhere else.
+/// Lists every admin route. [`routes`] mounts exactly these, and the
+/// OpenAPI test compares them with the document in both directions, so a
+/// new route goes into this table and into `openapi.json`, nowhere else.
 fn route_table() -> Vec<AdminRoute> {
     vec![
         route(Method::GET, "/openapi.json", get(openapi_document)),

@@ -40,7 +40,7 @@ fn document() -> Value {
     }
 }
 
-/// Every (method, path) the document names, with upper-case methods.
+/// Collects every (method, path) the document names, with upper-case methods.
 fn documented_routes(document: &Value) -> BTreeSet<(String, String)> {
     let mut routes = BTreeSet::new();
     let Some(paths) = document["paths"].as_object() else {
@@ -177,9 +177,9 @@ fn app() -> axum::Router {
     })
 }
 
-/// Sends `method path` with parameters filled in; returns the status and
-/// whether the body is empty (axum's own 404 and 405 have no body, the
-/// handlers' errors are JSON).
+/// Sends `method path` with parameters filled in and returns the status and
+/// whether the body is empty. Axum's own 404 and 405 have no body, but the
+/// handlers' errors are JSON.
 async fn probe(app: &axum::Router, method: &str, path: &str) -> (StatusCode, bool) {
     let concrete = path
         .split('/')

@@ -2,8 +2,8 @@
 //! `POST /operations/preview`, and the stale flag of an operation's targets.
 //!
 //! Both read the devices' last check-in. The preview reads the selected
-//! devices in one batch; the device list of an operation reads the devices
-//! of one page in one batch, never one read per row.
+//! devices in one batch. The device list of an operation reads the devices
+//! of one page in one batch, not one device per row.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -17,8 +17,7 @@ use crate::domain::{Device, Platform, Protocol, Target};
 use crate::ports::{Page, PageRequest, TargetFilter};
 
 /// Default of [`ServiceConfig::silent_after`](super::ServiceConfig::silent_after):
-/// three days. A chosen default, not an Apple limit: a Mac that is on and
-/// online checks in within minutes of a push.
+/// three days. A chosen default, not an Apple limit.
 pub const DEFAULT_SILENT_AFTER: SignedDuration = SignedDuration::from_hours(72);
 
 /// Environment variable that sets [`DEFAULT_SILENT_AFTER`] in whole hours.
@@ -42,7 +41,7 @@ pub fn is_silent(last_seen_at: Timestamp, now: Timestamp, silent_after: SignedDu
 }
 
 /// Returns whether a Mac model identifier names an Apple silicon Mac, or
-/// `None` when the identifier is not one this table knows.
+/// `None` when the identifier is not one this table lists.
 ///
 /// Apple silicon models are every `MacN,M` identifier (Mac13,1 and later,
 /// VirtualMac for virtual machines) and the first M1 models that kept the

@@ -28,7 +28,7 @@ pub const OPERATIONS_PATH: &str = "/api/v1/operations";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Figure {
     pub count: u64,
-    /// Query parameters of `GET /operations`, in the order of `href`.
+    /// Query parameters of `GET /operations`, the same as in `href`.
     pub query: BTreeMap<&'static str, String>,
     /// `GET` this (relative to the server) to list the counted operations.
     pub href: String,

@@ -8,13 +8,13 @@ use super::{ServiceResult, Services};
 use crate::domain::{Actor, Event, EventType};
 use crate::ports::{Page, PageRequest};
 
-/// What a timeline entry records.
+/// Kind of step a timeline entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimelineKind {
     /// An MDM command went to the device.
     CommandSent,
-    /// The device answered a command: acknowledged, not now, or error.
+    /// The device replied to a command: acknowledged, not now, or error.
     CommandResult,
     /// The device's update status moved, from a DDM status report or an
     /// MDM reply; also declarations synced or withdrawn.

@@ -167,8 +167,8 @@ pub struct TargetView {
     /// The device's last check-in; `None` when it was not read or the
     /// device record is gone.
     pub last_seen_at: Option<Timestamp>,
-    /// The target is not in a final status and its device has not checked
-    /// in for longer than the configured silence period.
+    /// Whether the target is not in a final status and its device has not
+    /// checked in for longer than `ServiceConfig::silent_after`.
     pub stale: bool,
 }
 
