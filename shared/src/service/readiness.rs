@@ -361,7 +361,15 @@ mod tests {
         let now = base.last_seen_at + SignedDuration::from_hours(1);
         let day = SignedDuration::from_hours(24);
         let deadline = now + SignedDuration::from_hours(48);
-        let cases: Vec<(&str, Device, Protocol, Option<Timestamp>, Vec<&str>)> = vec![
+        // (label, device, protocol, build expiry, expected flag codes)
+        type Case = (
+            &'static str,
+            Device,
+            Protocol,
+            Option<Timestamp>,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
             ("ready", base.clone(), Protocol::Ddm, None, vec![]),
             (
                 "unsupervised",
