@@ -1660,6 +1660,7 @@ pub mod operations {
         get_operation_starts_with_zero_counts(&new_store().await).await;
         list_operations_newest_first(&new_store().await).await;
         list_operations_applies_filters(&new_store().await).await;
+        list_operations_stable_under_writes(&new_store().await).await;
         list_operations_rejects_invalid_cursor(&new_store().await).await;
         assign_sets_current_operation(&new_store().await).await;
         assign_conflict_leaves_nothing_behind(&new_store().await).await;
@@ -1723,6 +1724,79 @@ pub mod operations {
         assert!(
             unknown.is_none(),
             "get_operation of an unknown id must return None, got {unknown:?}"
+        );
+    }
+
+    /// Checks that paging through the operations while another writer
+    /// creates operations and moves targets (which changes derived states)
+    /// visits every operation that existed before the first page exactly
+    /// once, newest first.
+    pub async fn list_operations_stable_under_writes<S>(store: &S)
+    where
+        S: DeviceStore + OperationStore + ?Sized,
+    {
+        let existing: Vec<String> = (0..15).map(|n| format!("op-{n:02}")).collect();
+        for (n, id) in existing.iter().enumerate() {
+            let record = Operation {
+                created_at: at_minute(n as i64),
+                ..operation(id)
+            };
+            insert_operation(store, record).await;
+            let udid = format!("dev-{n:02}");
+            create_device(store, device(&udid)).await;
+            assign_new(store, target(id, &udid)).await;
+        }
+
+        let pager = async {
+            let mut seen: Vec<Operation> = Vec::new();
+            let mut request = PageRequest::first(2);
+            for _ in 0..super::MAX_PAGES {
+                let page = expect_ok(
+                    store
+                        .list_operations(&OperationFilter::default(), &request)
+                        .await,
+                    "list_operations while writing",
+                );
+                seen.extend(page.items);
+                tokio::task::yield_now().await;
+                match page.next_cursor {
+                    Some(cursor) => request.cursor = Some(cursor),
+                    None => return seen,
+                }
+            }
+            panic!("list_operations while writing did not reach the last page");
+        };
+        let writer = async {
+            for n in 0..15usize {
+                let udid = format!("dev-{:02}", 14 - n);
+                let id = format!("op-{:02}", 14 - n);
+                move_target(store, &id, &udid, TargetStatus::Installed, at_minute(100)).await;
+                let newer = Operation {
+                    created_at: at_minute(200 + n as i64),
+                    ..operation(&format!("op-new-{n:02}"))
+                };
+                insert_operation(store, newer).await;
+                tokio::task::yield_now().await;
+            }
+        };
+        let (seen, ()) = tokio::join!(pager, writer);
+
+        let ids: Vec<String> = seen.iter().map(|o| o.id.clone()).collect();
+        assert!(
+            duplicates(&ids).is_empty(),
+            "list_operations while writing returned operations twice: {:?}",
+            duplicates(&ids)
+        );
+        for id in &existing {
+            assert!(
+                ids.contains(id),
+                "list_operations while writing skipped {id}, which existed before paging began: {ids:?}"
+            );
+        }
+        let times: Vec<Timestamp> = seen.iter().map(|o| o.created_at).collect();
+        assert!(
+            times.windows(2).all(|pair| pair[0] >= pair[1]),
+            "list_operations while writing must stay newest first, got {ids:?}"
         );
     }
 
