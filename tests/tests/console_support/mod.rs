@@ -133,6 +133,125 @@ impl<S: ConsoleStore> Console<S> {
     }
 }
 
+/// Checks `value` against a schema of the OpenAPI document, appending one
+/// message per mismatch to `errors`. Covers what the document uses: `$ref`,
+/// `oneOf`, `type` (one or a list), `enum`, `const`, `properties`,
+/// `required`, `additionalProperties` and `items`.
+fn check_schema(
+    value: &Value,
+    schema: &Value,
+    document: &Value,
+    at: &str,
+    errors: &mut Vec<String>,
+) {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let target = document
+            .pointer(reference.trim_start_matches('#'))
+            .unwrap_or(&Value::Null);
+        return check_schema(value, target, document, at, errors);
+    }
+    if let Some(branches) = schema["oneOf"].as_array() {
+        let matching = branches
+            .iter()
+            .filter(|branch| {
+                let mut branch_errors = Vec::new();
+                check_schema(value, branch, document, at, &mut branch_errors);
+                branch_errors.is_empty()
+            })
+            .count();
+        if matching != 1 {
+            errors.push(format!(
+                "{at}: matches {matching} oneOf branches, expected 1: {value}"
+            ));
+        }
+        return;
+    }
+    if let Some(constant) = schema.get("const")
+        && constant != value
+    {
+        errors.push(format!("{at}: expected {constant}, got {value}"));
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{at}: {value} is not in the enum {allowed:?}"));
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let type_matches = |name: &str| match name {
+        "null" => value.is_null(),
+        "boolean" => value.is_boolean(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "string" => value.is_string(),
+        "array" => value.is_array(),
+        "object" => value.is_object(),
+        _ => false,
+    };
+    if !types.is_empty() && !types.iter().any(|t| type_matches(t)) {
+        errors.push(format!("{at}: expected type {types:?}, got {value}"));
+        return;
+    }
+    if let Value::Object(map) = value {
+        for name in schema["required"].as_array().into_iter().flatten() {
+            let name = name.as_str().unwrap_or("");
+            if !map.contains_key(name) {
+                errors.push(format!("{at}: missing required member {name:?}"));
+            }
+        }
+        for (name, member) in map {
+            let path = format!("{at}/{name}");
+            match schema["properties"].get(name) {
+                Some(member_schema) => check_schema(member, member_schema, document, &path, errors),
+                None => match &schema["additionalProperties"] {
+                    Value::Bool(false) => errors.push(format!("{path}: member not in the schema")),
+                    Value::Object(_) => {
+                        let extra = &schema["additionalProperties"];
+                        check_schema(member, extra, document, &path, errors)
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+    if let (Value::Array(items), Some(item_schema)) = (value, schema.get("items")) {
+        for (n, item) in items.iter().enumerate() {
+            check_schema(item, item_schema, document, &format!("{at}/{n}"), errors);
+        }
+    }
+}
+
+/// Asserts that `body`, returned with `status` by `method path` (the
+/// document's path template), matches the response schema the OpenAPI
+/// document gives for that status.
+pub fn assert_documented(method: &str, path: &str, status: StatusCode, body: &Value) {
+    let document: Value = serde_json::from_str(osdeploy_shared::http::admin::OPENAPI_JSON)
+        .expect("openapi.json is JSON");
+    let operation = &document["paths"][path][method.to_lowercase()];
+    assert!(operation.is_object(), "openapi.json has no {method} {path}");
+    let mut response = &operation["responses"][status.as_str()];
+    if let Some(reference) = response["$ref"].as_str() {
+        response = document
+            .pointer(reference.trim_start_matches('#'))
+            .unwrap_or(&Value::Null);
+    }
+    let schema = &response["content"]["application/json"]["schema"];
+    assert!(
+        schema.is_object(),
+        "openapi.json documents no JSON body for {status} of {method} {path}"
+    );
+    let mut errors = Vec::new();
+    check_schema(body, schema, &document, "", &mut errors);
+    assert!(
+        errors.is_empty(),
+        "{method} {path} returned {status} with a body that does not match openapi.json:\n{}",
+        errors.join("\n")
+    );
+}
+
 fn at(text: &str) -> Timestamp {
     text.parse().expect("fixture instant")
 }
@@ -240,6 +359,7 @@ pub async fn summary_counts_match_list_queries<S: ConsoleStore>(console: &Consol
         .get("/operations/summary?from=2026-08-01T00:00:00Z&to=2026-08-15T00:00:00Z")
         .await;
     assert_eq!(status, StatusCode::OK, "{summary}");
+    assert_documented("GET", "/operations/summary", status, &summary);
     assert_eq!(summary["from"], "2026-08-01T00:00:00Z");
     assert_eq!(summary["to"], "2026-08-15T00:00:00Z");
 
@@ -299,6 +419,11 @@ pub async fn summary_counts_match_list_queries<S: ConsoleStore>(console: &Consol
         .get("/operations/summary?from=2026-08-15T00:00:00Z&to=2026-08-01T00:00:00Z")
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "from after to: {rejected}");
+    assert_documented("GET", "/operations/summary", status, &rejected);
+
+    let (status, page) = console.get("/operations?view=history&limit=2").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_documented("GET", "/operations", status, &page);
 }
 
 /// Checks the operations list's filters combined with each other and with
@@ -398,6 +523,7 @@ pub async fn operation_details_complete<S: ConsoleStore>(console: &Console<S>) {
 
     let (status, details) = console.get("/operations/op-details").await;
     assert_eq!(status, StatusCode::OK, "{details}");
+    assert_documented("GET", "/operations/{id}", status, &details);
     assert_eq!(details["id"], "op-details");
     assert_eq!(details["type"], "admin_initiated");
     assert_eq!(details["protocol"], "ddm");
@@ -435,6 +561,7 @@ pub async fn operation_details_complete<S: ConsoleStore>(console: &Console<S>) {
     insert_operation(store, operation("op-now")).await;
     let (status, immediate) = console.get("/operations/op-now").await;
     assert_eq!(status, StatusCode::OK, "{immediate}");
+    assert_documented("GET", "/operations/{id}", status, &immediate);
     assert_eq!(
         immediate["installation"],
         json!({ "method": "install_immediately" })
@@ -443,8 +570,9 @@ pub async fn operation_details_complete<S: ConsoleStore>(console: &Console<S>) {
     assert_eq!(immediate["elapsed_seconds"], Value::Null);
     assert_eq!(immediate["total_devices"], 0);
 
-    let (status, _) = console.get("/operations/op-unknown").await;
+    let (status, missing) = console.get("/operations/op-unknown").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_documented("GET", "/operations/{id}", status, &missing);
 }
 
 /// Checks the stale flag and last check-in on an operation's device list.
@@ -473,6 +601,8 @@ pub async fn device_list_flags_stale_targets<S: ConsoleStore>(console: &Console<
         }
     }
 
+    let (status, first_page) = console.get("/operations/op-stale/devices?limit=3").await;
+    assert_documented("GET", "/operations/{id}/devices", status, &first_page);
     let listed = console.all("/operations/op-stale/devices?limit=3").await;
     let by_id: BTreeMap<String, &Value> = listed
         .iter()
@@ -588,12 +718,16 @@ pub async fn timeline_merges_operations<S: ConsoleStore>(console: &Console<S>) {
             .collect();
         assert_eq!(got, want, "timeline of dev-t with limit {limit}");
     }
-    let first = console.get("/devices/dev-t/timeline?limit=1").await.1;
+    let (status, first) = console.get("/devices/dev-t/timeline?limit=1").await;
+    assert_documented("GET", "/devices/{udid}/timeline", status, &first);
+    let (status, whole) = console.get("/devices/dev-t/timeline?limit=50").await;
+    assert_documented("GET", "/devices/{udid}/timeline", status, &whole);
     assert_eq!(first["items"][0]["type"], "device_added");
     assert_eq!(first["items"][0]["actor"], "administrator");
     assert_eq!(first["items"][0]["at"], json!(minute(1).to_string()));
 
-    let (status, _) = console.get("/devices/dev-unknown/timeline").await;
+    let (status, missing) = console.get("/devices/dev-unknown/timeline").await;
+    assert_documented("GET", "/devices/{udid}/timeline", status, &missing);
     assert_eq!(
         status,
         StatusCode::NOT_FOUND,
@@ -661,6 +795,7 @@ pub async fn preview_flags_unready_devices<S: ConsoleStore>(console: &Console<S>
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_documented("POST", "/operations/preview", status, &preview);
     let readiness = &preview["readiness"];
     assert_eq!(readiness["silent_after_hours"], 72);
     let flags_of = |readiness: &Value| -> BTreeMap<String, Vec<String>> {
