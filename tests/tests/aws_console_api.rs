@@ -62,3 +62,10 @@ async fn preview_readiness_flags() {
     console_support::preview_flags_unready_devices(&console).await;
     assert_no_scan(&log, "the preview");
 }
+
+#[tokio::test]
+async fn read_routes_match_openapi() {
+    let (console, log) = console("documented").await;
+    console_support::read_routes_match_document(&console).await;
+    assert_no_scan(&log, "the read routes");
+}

@@ -41,3 +41,8 @@ async fn device_timeline_across_operations() {
 async fn preview_readiness_flags() {
     console_support::preview_flags_unready_devices(&console()).await;
 }
+
+#[tokio::test]
+async fn read_routes_match_openapi() {
+    console_support::read_routes_match_document(&console()).await;
+}

@@ -859,3 +859,92 @@ pub async fn preview_flags_unready_devices<S: ConsoleStore>(console: &Console<S>
     }
     assert_eq!(preview["readiness"]["ready"], 0);
 }
+
+/// Checks the bodies of the other read routes against the OpenAPI
+/// document: inventory, groups, updates, an operation's events and the
+/// errors of invalid queries.
+pub async fn read_routes_match_document<S: ConsoleStore>(console: &Console<S>) {
+    let store = console.store.as_ref();
+    create_device(store, device("dev-1")).await;
+    create_device(
+        store,
+        Device {
+            platform: None,
+            os_version: None,
+            model: None,
+            supervised: None,
+            ..device("dev-2")
+        },
+    )
+    .await;
+    store
+        .create_group(&osdeploy_shared::ports::contract::fixtures::group("g-1"))
+        .await
+        .expect("create group");
+    store
+        .set_members("g-1", &["dev-1".to_string()])
+        .await
+        .expect("set members");
+    insert_operation(store, operation("op-1")).await;
+    assign_new(store, target("op-1", "dev-1")).await;
+    let events = vec![
+        event(
+            "op-1",
+            None,
+            EventType::OperationCreated,
+            now() - SignedDuration::from_hours(2),
+        ),
+        event(
+            "op-1",
+            Some("dev-1"),
+            EventType::CommandSent,
+            now() - SignedDuration::from_hours(1),
+        ),
+    ];
+    store.append(&events).await.expect("append events");
+
+    let cases = [
+        ("/devices", "/devices?limit=5", StatusCode::OK),
+        ("/devices/{udid}", "/devices/dev-1", StatusCode::OK),
+        ("/devices/{udid}", "/devices/dev-2", StatusCode::OK),
+        (
+            "/devices/{udid}",
+            "/devices/dev-unknown",
+            StatusCode::NOT_FOUND,
+        ),
+        ("/device-groups", "/device-groups", StatusCode::OK),
+        ("/device-groups/{id}", "/device-groups/g-1", StatusCode::OK),
+        (
+            "/device-groups/{id}/members",
+            "/device-groups/g-1/members",
+            StatusCode::OK,
+        ),
+        ("/updates", "/updates?platform=macos", StatusCode::OK),
+        ("/updates", "/updates?device_id=dev-1", StatusCode::OK),
+        (
+            "/operations",
+            "/operations?state=bogus",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/operations/{id}/events",
+            "/operations/op-1/events",
+            StatusCode::OK,
+        ),
+        (
+            "/operations/{id}/events",
+            "/operations/op-1/events?type=bogus",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/operations/{id}/devices",
+            "/operations/op-1/devices?limit=0",
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (template, uri, expected) in cases {
+        let (status, body) = console.get(uri).await;
+        assert_eq!(status, expected, "GET {uri}: {body}");
+        assert_documented("GET", template, status, &body);
+    }
+}
