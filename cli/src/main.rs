@@ -66,6 +66,15 @@ struct ServeArgs {
     /// IANA zone for MDM Macs whose zone neither inventory nor a group gives.
     #[arg(long, env = "OSDEPLOY_DEFAULT_TIME_ZONE", default_value = "UTC")]
     default_time_zone: String,
+    /// Hours without a check-in after which the preview and an operation's
+    /// device list flag a device as silent.
+    #[arg(
+        long,
+        env = "OSDEPLOY_SILENT_AFTER_HOURS",
+        default_value_t = 72,
+        value_parser = clap::value_parser!(i64).range(1..=8760)
+    )]
+    silent_after_hours: i64,
     /// Bearer token for the admin API; generated and kept beside the database when unset.
     #[arg(long, env = "OSDEPLOY_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -102,6 +111,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     };
     let mut service = ServiceConfig {
         default_time_zone: args.default_time_zone,
+        silent_after: jiff::SignedDuration::from_hours(args.silent_after_hours),
         ..ServiceConfig::default()
     };
     if let Err(e) =

@@ -78,6 +78,16 @@ impl Config {
                 name: e.variable,
                 problem: e.problem,
             })?;
+        let silent_after_variable = osdeploy_shared::service::readiness::SILENT_AFTER_VARIABLE;
+        if let Some(hours) = lookup(silent_after_variable).filter(|h| !h.is_empty()) {
+            service.silent_after = osdeploy_shared::service::readiness::parse_silent_after_hours(
+                &hours,
+            )
+            .map_err(|problem| ConfigError {
+                name: "OSDEPLOY_SILENT_AFTER_HOURS",
+                problem,
+            })?;
+        }
         let scheduler = match lookup("OSDEPLOY_SCHEDULE_GROUP").filter(|g| !g.is_empty()) {
             None => None,
             Some(group_name) => Some(SchedulerSettings {
@@ -300,6 +310,25 @@ mod tests {
         .unwrap();
         assert_eq!(config.service.retry_policy.default.max_attempts, 4);
         assert_eq!(config.service.stall_fail_after.as_secs(), 48 * 3600);
+    }
+
+    #[test]
+    fn silent_after_hours_from_variable() {
+        let base = [
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+        ];
+        let config = Config::from_lookup(lookup(
+            &[&base[..], &[("OSDEPLOY_SILENT_AFTER_HOURS", "12")]].concat(),
+        ))
+        .unwrap();
+        assert_eq!(config.service.silent_after.as_hours(), 12);
+        let error = Config::from_lookup(lookup(
+            &[&base[..], &[("OSDEPLOY_SILENT_AFTER_HOURS", "soon")]].concat(),
+        ))
+        .unwrap_err();
+        assert_eq!(error.name, "OSDEPLOY_SILENT_AFTER_HOURS");
+        assert!(error.problem.contains("soon"), "{}", error.problem);
     }
 
     #[test]

@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ProjectionType, TimeToLiveStatus};
 use aws_support::{CallLog, client, fresh_store, recording_client, unique_tables};
 use osdeploy_shared::adapters::aws::dynamodb::{
-    DynamoStore, EVENTS_BY_DEVICE, EVENTS_BY_EXPIRY, GROUPS_BY_ID, INVENTORY, MEMBERS_BY_DEVICE,
-    OPERATIONS_BY_CREATED, TARGETS_BY_OPERATION, TARGETS_BY_STATUS, TTL_ATTRIBUTE, create_tables,
+    DEVICE_TIMELINE, DynamoStore, EVENTS_BY_DEVICE, EVENTS_BY_EXPIRY, GROUPS_BY_ID, INVENTORY,
+    MEMBERS_BY_DEVICE, OPERATIONS_BY_CREATED, TARGETS_BY_OPERATION, TARGETS_BY_STATUS,
+    TTL_ATTRIBUTE, create_tables,
 };
 use osdeploy_shared::domain::{EventType, OperationState, Target, TargetStatus};
 use osdeploy_shared::ports::contract::fixtures::{
@@ -198,6 +199,14 @@ async fn tables_have_documented_keys() {
         hash_range("operation_id", "id"),
         "events table key"
     );
+    assert_eq!(
+        event_indexes.keys().cloned().collect::<BTreeSet<_>>(),
+        [EVENTS_BY_DEVICE, DEVICE_TIMELINE, EVENTS_BY_EXPIRY]
+            .iter()
+            .map(|name| name.to_string())
+            .collect::<BTreeSet<_>>(),
+        "events table indexes"
+    );
     let (device_keys, device_projection, _) = &event_indexes[EVENTS_BY_DEVICE];
     assert_eq!(
         device_keys,
@@ -208,6 +217,17 @@ async fn tables_have_documented_keys() {
         device_projection,
         &ProjectionType::All,
         "events_by_device projection"
+    );
+    let (timeline_keys, timeline_projection, _) = &event_indexes[DEVICE_TIMELINE];
+    assert_eq!(
+        timeline_keys,
+        &hash_range("device_id", "id"),
+        "device_timeline keys"
+    );
+    assert_eq!(
+        timeline_projection,
+        &ProjectionType::All,
+        "device_timeline projection"
     );
     let (expiry_keys, expiry_projection, _) = &event_indexes[EVENTS_BY_EXPIRY];
     assert_eq!(

@@ -131,6 +131,11 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 );
 "#;
 
+/// A device's events after a ULID: served by `events_by_device`, which
+/// `device_timeline_uses_index` checks.
+const DEVICE_EVENTS_SQL: &str = "SELECT data FROM events
+    WHERE device_id = ?1 AND id > ?2 AND expires_at > ?3 ORDER BY id LIMIT ?4";
+
 /// The SQLite-backed store; implements every store port.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -1328,6 +1333,37 @@ impl EventStore for SqliteStore {
         Ok(paginate(items, limit, |e| encode_cursor(&[&e.id])))
     }
 
+    /// Served by the `events_by_device` index on `(device_id, id)`.
+    async fn list_device_events(
+        &self,
+        device_id: &str,
+        now: Timestamp,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Event>> {
+        let limit = page_limit(page);
+        let after = match &page.cursor {
+            Some(c) => decode_cursor(c, 1)?.remove(0),
+            None => String::new(),
+        };
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(DEVICE_EVENTS_SQL)
+            .map_err(backend("list device events"))?;
+        let rows = stmt
+            .query_map(
+                params![device_id, after, micros(now), (limit + 1) as i64],
+                |r| r.get::<_, String>(0),
+            )
+            .map_err(backend("list device events"))?;
+        let mut items = Vec::new();
+        for row in rows {
+            items.push(from_json::<Event>(
+                &row.map_err(backend("list device events"))?,
+            )?);
+        }
+        Ok(paginate(items, limit, |e| encode_cursor(&[&e.id])))
+    }
+
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
         self.write("purge events", |tx| {
             let n = tx
@@ -1589,6 +1625,35 @@ mod contract_tests {
     async fn catalog_contract_on_file() {
         let files = DatabaseFiles::new();
         contract::catalog::run_all(|| files.open()).await;
+    }
+
+    /// The timeline query searches the `events_by_device` index in id
+    /// order instead of scanning the events table or sorting.
+    #[test]
+    fn device_timeline_uses_index() {
+        let store = expect_ok(SqliteStore::in_memory(), "opening an in-memory store");
+        let conn = store.conn();
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", super::DEVICE_EVENTS_SQL))
+            .expect("EXPLAIN QUERY PLAN prepares");
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params!["dev-1", "", 0, 10], |r| {
+                r.get::<_, String>(3)
+            })
+            .expect("EXPLAIN QUERY PLAN runs")
+            .collect::<Result<_, _>>()
+            .expect("plan rows");
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX events_by_device")),
+            "the timeline query must use events_by_device: {plan:?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|step| step.starts_with("SCAN") || step.contains("TEMP B-TREE")),
+            "the timeline query must neither scan nor sort: {plan:?}"
+        );
     }
 
     /// Everything written through one connection reads back the same after

@@ -6,10 +6,10 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, patch, post, put};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -23,32 +23,96 @@ use crate::service::FieldError;
 use crate::service::import::ImportOperationRequest;
 use crate::service::inventory::{DevicePatch, GroupInput};
 use crate::service::operations::CreateOperationRequest;
-use crate::service::views::{DeviceView, OperationView, TargetView};
+use crate::service::views::{DeviceView, OperationView};
 
 /// Largest admin request body; a 10,000-device create request is about 0.5 MB.
 pub const MAX_ADMIN_BODY_BYTES: usize = 4 * 1024 * 1024;
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 1000;
 
+/// One admin route: method, path under `/api/v1`, handler.
+struct AdminRoute {
+    method: Method,
+    path: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+fn route(method: Method, path: &'static str, handler: MethodRouter<AppState>) -> AdminRoute {
+    AdminRoute {
+        method,
+        path,
+        handler,
+    }
+}
+
+/// Lists every admin route. [`routes`] mounts exactly these, and the
+/// OpenAPI test compares them with the document in both directions, so a
+/// new route goes into this table and into `openapi.json`, nowhere else.
+fn route_table() -> Vec<AdminRoute> {
+    vec![
+        route(Method::GET, "/openapi.json", get(openapi_document)),
+        route(Method::GET, "/updates", get(list_updates)),
+        route(Method::GET, "/devices", get(list_devices)),
+        route(Method::GET, "/devices/{udid}", get(get_device)),
+        route(Method::PATCH, "/devices/{udid}", patch(patch_device)),
+        route(
+            Method::GET,
+            "/devices/{udid}/timeline",
+            get(device_timeline),
+        ),
+        route(Method::GET, "/device-groups", get(list_groups)),
+        route(Method::POST, "/device-groups", post(create_group)),
+        route(Method::GET, "/device-groups/{id}", get(get_group)),
+        route(Method::PATCH, "/device-groups/{id}", patch(update_group)),
+        route(Method::PUT, "/device-groups/{id}/members", put(set_members)),
+        route(Method::GET, "/device-groups/{id}/members", get(get_members)),
+        route(Method::POST, "/operations/preview", post(preview_operation)),
+        route(Method::GET, "/operations/summary", get(operations_summary)),
+        route(Method::GET, "/operations", get(list_operations)),
+        route(Method::POST, "/operations", post(create_operation)),
+        route(Method::POST, "/operations/import", post(import_operation)),
+        route(Method::GET, "/operations/{id}", get(get_operation)),
+        route(
+            Method::POST,
+            "/operations/{id}/cancel",
+            post(cancel_operation),
+        ),
+        route(Method::GET, "/operations/{id}/devices", get(list_targets)),
+        route(Method::GET, "/operations/{id}/events", get(list_events)),
+    ]
+}
+
+/// The method and path (under `/api/v1`, with `{name}` parameters) of
+/// every mounted admin route, in table order.
+pub fn mounted_routes() -> Vec<(Method, &'static str)> {
+    route_table()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect()
+}
+
 pub fn routes(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/updates", get(list_updates))
-        .route("/devices", get(list_devices))
-        .route("/devices/{udid}", get(get_device).patch(patch_device))
-        .route("/device-groups", get(list_groups).post(create_group))
-        .route("/device-groups/{id}", get(get_group).patch(update_group))
-        .route(
-            "/device-groups/{id}/members",
-            put(set_members).get(get_members),
-        )
-        .route("/operations/preview", post(preview_operation))
-        .route("/operations", get(list_operations).post(create_operation))
-        .route("/operations/import", post(import_operation))
-        .route("/operations/{id}", get(get_operation))
-        .route("/operations/{id}/cancel", post(cancel_operation))
-        .route("/operations/{id}/devices", get(list_targets))
-        .route("/operations/{id}/events", get(list_events))
+    let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+    for AdminRoute { path, handler, .. } in route_table() {
+        let merged = match by_path.remove(path) {
+            Some(existing) => existing.merge(handler),
+            None => handler,
+        };
+        by_path.insert(path, merged);
+    }
+    by_path
+        .into_iter()
+        .fold(Router::new(), |router, (path, handler)| {
+            router.route(path, handler)
+        })
         .layer(middleware::from_fn_with_state(state, require_token))
+}
+
+/// The OpenAPI 3.1 document of the admin API, served at `/api/v1/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+async fn openapi_document() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -366,7 +430,10 @@ async fn preview_operation(
 ) -> Result<Json<Value>, ApiError> {
     let request: CreateOperationRequest = json_body(body).await?;
     let plan = state.services.plan_operation(&request).await?;
-    Ok(Json(serde_json::to_value(&plan).unwrap_or(Value::Null)))
+    let readiness = state.services.readiness(&request, &plan).await?;
+    let mut body = serde_json::to_value(&plan).unwrap_or(Value::Null);
+    body["readiness"] = serde_json::to_value(&readiness).unwrap_or(Value::Null);
+    Ok(Json(body))
 }
 
 async fn create_operation(
@@ -457,16 +524,27 @@ async fn list_operations(
             .map(|s| s.parse().map_err(|e| invalid_query("state", text, e)))
             .collect::<Result<_, _>>()?,
     };
-    match query.get("view").map(String::as_str) {
-        None => {}
-        Some("ongoing") => states.extend([OperationState::Scheduled, OperationState::InProgress]),
-        Some("history") => states.extend([OperationState::Finished, OperationState::Cancelled]),
+    let view_states = match query.get("view").map(String::as_str) {
+        None => None,
+        Some("ongoing") => Some([OperationState::Scheduled, OperationState::InProgress]),
+        Some("history") => Some([OperationState::Finished, OperationState::Cancelled]),
         Some(other) => {
             return Err(invalid_query(
                 "view",
                 other,
                 "expected \"ongoing\" or \"history\"".into(),
             ));
+        }
+    };
+    // A view and a state filter together list the states both allow.
+    if let Some(view_states) = view_states {
+        if states.is_empty() {
+            states.extend(view_states);
+        } else {
+            states.retain(|s| view_states.contains(s));
+            if states.is_empty() {
+                return Ok(Json(json!({ "items": [], "next_cursor": null })));
+            }
         }
     }
     let filter = OperationFilter {
@@ -515,9 +593,9 @@ async fn list_targets(
     };
     let page = state
         .services
-        .list_targets(&id, &filter, &page(&query)?)
+        .list_target_views(&id, &filter, &page(&query)?)
         .await?;
-    Ok(Json(page_json(page, |t| TargetView::from(t))))
+    Ok(Json(page_json(page, Clone::clone)))
 }
 
 async fn list_events(
@@ -535,3 +613,30 @@ async fn list_events(
         .await?;
     Ok(Json(page_json(page, Clone::clone)))
 }
+
+async fn operations_summary(
+    State(state): State<AppState>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let summary = state
+        .services
+        .operations_summary(parse_time(&query, "from")?, parse_time(&query, "to")?)
+        .await?;
+    Ok(Json(serde_json::to_value(&summary).unwrap_or(Value::Null)))
+}
+
+async fn device_timeline(
+    State(state): State<AppState>,
+    Path(udid): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let page = state
+        .services
+        .device_timeline(&udid, &page(&query)?)
+        .await?;
+    Ok(Json(page_json(page, Clone::clone)))
+}
+
+#[cfg(test)]
+#[path = "admin_tests.rs"]
+mod tests;

@@ -1660,6 +1660,7 @@ pub mod operations {
         get_operation_starts_with_zero_counts(&new_store().await).await;
         list_operations_newest_first(&new_store().await).await;
         list_operations_applies_filters(&new_store().await).await;
+        list_operations_stable_under_writes(&new_store().await).await;
         list_operations_rejects_invalid_cursor(&new_store().await).await;
         assign_sets_current_operation(&new_store().await).await;
         assign_conflict_leaves_nothing_behind(&new_store().await).await;
@@ -1667,6 +1668,7 @@ pub mod operations {
         assign_moves_device_between_operations(&new_store().await).await;
         assign_rejects_too_many_assignments(&new_store().await).await;
         list_targets_applies_filters(&new_store().await).await;
+        list_targets_stable_under_status_changes(&new_store().await).await;
         list_targets_rejects_invalid_cursor(&new_store().await).await;
         mark_cancelled_rejects_ended_operations(&new_store().await).await;
         cancelled_operation_ignores_target_moves(&new_store().await).await;
@@ -1722,6 +1724,79 @@ pub mod operations {
         assert!(
             unknown.is_none(),
             "get_operation of an unknown id must return None, got {unknown:?}"
+        );
+    }
+
+    /// Checks that paging through the operations while another writer
+    /// creates operations and moves targets (which changes derived states)
+    /// visits every operation that existed before the first page exactly
+    /// once, newest first.
+    pub async fn list_operations_stable_under_writes<S>(store: &S)
+    where
+        S: DeviceStore + OperationStore + ?Sized,
+    {
+        let existing: Vec<String> = (0..15).map(|n| format!("op-{n:02}")).collect();
+        for (n, id) in existing.iter().enumerate() {
+            let record = Operation {
+                created_at: at_minute(n as i64),
+                ..operation(id)
+            };
+            insert_operation(store, record).await;
+            let udid = format!("dev-{n:02}");
+            create_device(store, device(&udid)).await;
+            assign_new(store, target(id, &udid)).await;
+        }
+
+        let pager = async {
+            let mut seen: Vec<Operation> = Vec::new();
+            let mut request = PageRequest::first(2);
+            for _ in 0..super::MAX_PAGES {
+                let page = expect_ok(
+                    store
+                        .list_operations(&OperationFilter::default(), &request)
+                        .await,
+                    "list_operations while writing",
+                );
+                seen.extend(page.items);
+                tokio::task::yield_now().await;
+                match page.next_cursor {
+                    Some(cursor) => request.cursor = Some(cursor),
+                    None => return seen,
+                }
+            }
+            panic!("list_operations while writing did not reach the last page");
+        };
+        let writer = async {
+            for n in 0..15usize {
+                let udid = format!("dev-{:02}", 14 - n);
+                let id = format!("op-{:02}", 14 - n);
+                move_target(store, &id, &udid, TargetStatus::Installed, at_minute(100)).await;
+                let newer = Operation {
+                    created_at: at_minute(200 + n as i64),
+                    ..operation(&format!("op-new-{n:02}"))
+                };
+                insert_operation(store, newer).await;
+                tokio::task::yield_now().await;
+            }
+        };
+        let (seen, ()) = tokio::join!(pager, writer);
+
+        let ids: Vec<String> = seen.iter().map(|o| o.id.clone()).collect();
+        assert!(
+            duplicates(&ids).is_empty(),
+            "list_operations while writing returned operations twice: {:?}",
+            duplicates(&ids)
+        );
+        for id in &existing {
+            assert!(
+                ids.contains(id),
+                "list_operations while writing skipped {id}, which existed before paging began: {ids:?}"
+            );
+        }
+        let times: Vec<Timestamp> = seen.iter().map(|o| o.created_at).collect();
+        assert!(
+            times.windows(2).all(|pair| pair[0] >= pair[1]),
+            "list_operations while writing must stay newest first, got {ids:?}"
         );
     }
 
@@ -2539,6 +2614,34 @@ pub mod operations {
                 },
                 &["dev-1"],
             ),
+            (
+                "status and group_id together",
+                TargetFilter {
+                    status: Some(TargetStatus::Pending),
+                    group_id: Some("g-1".to_string()),
+                    ..TargetFilter::default()
+                },
+                &["dev-1", "dev-5"],
+            ),
+            (
+                "status, group_id and q together",
+                TargetFilter {
+                    status: Some(TargetStatus::Pending),
+                    group_id: Some("g-1".to_string()),
+                    q: Some("lab".to_string()),
+                    ..TargetFilter::default()
+                },
+                &["dev-5"],
+            ),
+            (
+                "status and q matching nothing together",
+                TargetFilter {
+                    status: Some(TargetStatus::Installed),
+                    q: Some("anna".to_string()),
+                    ..TargetFilter::default()
+                },
+                &[],
+            ),
         ];
         for (label, filter, expected) in cases {
             let filter = &filter;
@@ -2553,6 +2656,65 @@ pub mod operations {
                 "list_targets filtered by {label} ({filter:?}) must return exactly the matching targets of the operation, in device order"
             );
         }
+    }
+
+    /// Checks that paging through an operation's targets while another
+    /// writer moves their statuses visits every target exactly once, in
+    /// device order.
+    pub async fn list_targets_stable_under_status_changes<S>(store: &S)
+    where
+        S: DeviceStore + OperationStore + ?Sized,
+    {
+        insert_operation(store, operation("op-1")).await;
+        let udids: Vec<String> = (0..24).map(|n| format!("dev-{n:02}")).collect();
+        for udid in &udids {
+            create_device(store, device(udid)).await;
+            assign_new(store, target("op-1", udid)).await;
+        }
+
+        let pager = async {
+            let mut seen: Vec<String> = Vec::new();
+            let mut request = PageRequest::first(5);
+            for _ in 0..super::MAX_PAGES {
+                let page = expect_ok(
+                    store
+                        .list_targets("op-1", &TargetFilter::default(), &request)
+                        .await,
+                    "list_targets while statuses change",
+                );
+                seen.extend(page.items.into_iter().map(|t| t.device_id));
+                tokio::task::yield_now().await;
+                match page.next_cursor {
+                    Some(cursor) => request.cursor = Some(cursor),
+                    None => return seen,
+                }
+            }
+            panic!("list_targets while statuses change did not reach the last page");
+        };
+        let writer = async {
+            // From the last device backwards, so that moves land both ahead
+            // of the pager and behind it.
+            for (n, udid) in udids.iter().rev().enumerate() {
+                let status = if n % 2 == 0 {
+                    TargetStatus::Downloading
+                } else {
+                    TargetStatus::Installed
+                };
+                move_target(store, "op-1", udid, status, at_minute(n as i64 + 1)).await;
+                tokio::task::yield_now().await;
+            }
+        };
+        let (seen, ()) = tokio::join!(pager, writer);
+
+        assert!(
+            duplicates(&seen).is_empty(),
+            "list_targets while statuses change returned targets twice: {:?}",
+            duplicates(&seen)
+        );
+        assert_eq!(
+            seen, udids,
+            "list_targets while statuses change must visit every target once, in device order"
+        );
     }
 
     /// Checks that a cursor the store did not issue is rejected as invalid.
@@ -2751,6 +2913,22 @@ pub mod events {
         list_events_hides_expired(&new_store().await).await;
         list_events_rejects_invalid_cursor(&new_store().await).await;
         purge_expired_deletes_and_counts(&new_store().await).await;
+        list_device_events_across_operations(&new_store().await).await;
+        list_device_events_hides_expired(&new_store().await).await;
+        list_device_events_rejects_invalid_cursor(&new_store().await).await;
+        list_events_stable_under_appends(&new_store().await).await;
+    }
+
+    async fn device_timeline<S: EventStore + ?Sized>(
+        store: &S,
+        device_id: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> Vec<Event> {
+        collect_pages("list_device_events", limit, |page| async move {
+            store.list_device_events(device_id, now, &page).await
+        })
+        .await
     }
 
     async fn list_all<S: EventStore + ?Sized>(
@@ -2958,6 +3136,161 @@ pub mod events {
             again, 0,
             "a second purge at the same now must delete nothing"
         );
+    }
+
+    /// Checks that a device's events from every operation come back in
+    /// time order, each once, without other devices' events or events
+    /// that name no device, for several page sizes.
+    pub async fn list_device_events_across_operations<S: EventStore + ?Sized>(store: &S) {
+        let rows = [
+            ("op-1", Some("dev-1"), EventType::DeviceAdded, 1),
+            ("op-1", Some("dev-2"), EventType::DeviceAdded, 2),
+            ("op-1", None, EventType::OperationStarted, 3),
+            ("op-2", Some("dev-1"), EventType::DeviceMigration, 4),
+            ("op-1", Some("dev-1"), EventType::CommandSent, 5),
+            ("op-2", Some("dev-1"), EventType::DeclarationsSynced, 6),
+            ("op-3", Some("dev-3"), EventType::CommandSent, 7),
+            ("op-2", Some("dev-1"), EventType::InstallationCompleted, 8),
+        ];
+        let written: Vec<Event> = rows
+            .iter()
+            .map(|(operation, device, kind, minute)| {
+                event(operation, *device, *kind, at_minute(*minute))
+            })
+            .collect();
+        // Appended out of order, so that the order read is the store's.
+        let mut shuffled = written.clone();
+        shuffled.reverse();
+        expect_ok(store.append(&shuffled).await, "append");
+        let expected: Vec<Event> = [0, 3, 4, 5, 7]
+            .iter()
+            .map(|i| written[*i].clone())
+            .collect();
+
+        for limit in [1, 2, 3, 50] {
+            let listed = device_timeline(store, "dev-1", T0, limit).await;
+            assert_eq!(
+                listed, expected,
+                "list_device_events with page limit {limit} must return the device's events of every operation once each, in time order"
+            );
+        }
+        let unknown = device_timeline(store, "dev-unknown", T0, 10).await;
+        assert!(
+            unknown.is_empty(),
+            "list_device_events of a device without events must be empty, got {unknown:?}"
+        );
+    }
+
+    /// Checks that the timeline leaves out events whose `expires_at` is at
+    /// or before `now` although nothing purged them.
+    pub async fn list_device_events_hides_expired<S: EventStore + ?Sized>(store: &S) {
+        let expiring = |operation_id: &str, minute: i64| Event {
+            expires_at: at_minute(minute),
+            ..event(operation_id, Some("dev-1"), EventType::CommandSent, T0)
+        };
+        let written = vec![
+            expiring("op-1", 10),
+            expiring("op-2", 20),
+            expiring("op-1", 30),
+        ];
+        expect_ok(store.append(&written).await, "append");
+
+        let cases = [
+            ("before any expiry", at_minute(5), written.clone()),
+            ("at an expiry", at_minute(20), vec![written[2].clone()]),
+            ("after every expiry", at_minute(30), Vec::new()),
+        ];
+        for (label, now, expected) in cases {
+            let listed = device_timeline(store, "dev-1", now, 1).await;
+            assert_eq!(
+                listed, expected,
+                "list_device_events {label} must leave out events whose expires_at <= now"
+            );
+        }
+    }
+
+    /// Checks that a cursor the store did not issue is rejected as invalid.
+    pub async fn list_device_events_rejects_invalid_cursor<S: EventStore + ?Sized>(store: &S) {
+        let written = vec![
+            event("op-1", Some("dev-1"), EventType::DeviceAdded, at_minute(1)),
+            event("op-1", Some("dev-1"), EventType::CommandSent, at_minute(2)),
+        ];
+        expect_ok(store.append(&written).await, "append");
+        let page = PageRequest {
+            limit: 10,
+            cursor: Some(INVALID_CURSOR.to_string()),
+        };
+        assert_invalid_cursor(
+            store.list_device_events("dev-1", T0, &page).await,
+            "list_device_events",
+        );
+    }
+
+    /// Checks that paging through an operation's events while another
+    /// writer appends to it visits every event written before the first
+    /// page exactly once, in time order, and no appended event twice.
+    pub async fn list_events_stable_under_appends<S: EventStore + ?Sized>(store: &S) {
+        let before: Vec<Event> = (0..30)
+            .map(|n| {
+                let device = format!("dev-{}", n % 4);
+                event("op-1", Some(&device), EventType::CommandSent, at_minute(n))
+            })
+            .collect();
+        expect_ok(store.append(&before).await, "append");
+
+        let pager = async {
+            let mut seen: Vec<Event> = Vec::new();
+            let mut request = PageRequest::first(4);
+            for _ in 0..super::MAX_PAGES {
+                let page = expect_ok(
+                    store
+                        .list_events("op-1", &EventFilter::default(), T0, &request)
+                        .await,
+                    "list_events while appending",
+                );
+                seen.extend(page.items);
+                tokio::task::yield_now().await;
+                match page.next_cursor {
+                    Some(cursor) => request.cursor = Some(cursor),
+                    None => return seen,
+                }
+            }
+            panic!("list_events while appending did not reach the last page");
+        };
+        let writer = async {
+            for n in 0..20 {
+                let device = format!("dev-{}", n % 4);
+                let appended = event(
+                    "op-1",
+                    Some(&device),
+                    EventType::DeclarationsSynced,
+                    at_minute(100 + n),
+                );
+                expect_ok(store.append(&[appended]).await, "append while paging");
+                tokio::task::yield_now().await;
+            }
+        };
+        let (seen, ()) = tokio::join!(pager, writer);
+
+        let ids: Vec<String> = seen.iter().map(|e| e.id.clone()).collect();
+        assert!(
+            super::duplicates(&ids).is_empty(),
+            "list_events while appending returned events twice: {:?}",
+            super::duplicates(&ids)
+        );
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(
+            ids, sorted,
+            "list_events while appending must stay in time order"
+        );
+        for written in &before {
+            assert!(
+                ids.contains(&written.id),
+                "list_events while appending skipped event {} written before paging began",
+                written.id
+            );
+        }
     }
 }
 

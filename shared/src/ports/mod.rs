@@ -359,6 +359,16 @@ pub trait EventStore: Send + Sync {
         page: &PageRequest,
     ) -> StoreResult<Page<Event>>;
 
+    /// Lists a device's events across all operations in time (ULID) order,
+    /// for its timeline, leaving out events that expired at `now` even if
+    /// they have not been purged yet. Events without a device are not listed.
+    async fn list_device_events(
+        &self,
+        device_id: &str,
+        now: Timestamp,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Event>>;
+
     /// Deletes events that expired at `now`; returns how many.
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64>;
 }

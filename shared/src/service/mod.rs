@@ -16,9 +16,12 @@ pub mod jobs;
 pub mod mdm;
 pub mod operations;
 pub mod progress;
+pub mod readiness;
 pub mod reminders;
 pub mod retry_settings;
+pub mod summary;
 pub mod sweep;
+pub mod timeline;
 pub mod user_initiated;
 pub mod views;
 
@@ -58,6 +61,9 @@ pub struct ServiceConfig {
     pub stall_fail_after: SignedDuration,
     /// Page used by the enforcement declaration's DetailsURL, if any.
     pub details_url: Option<String>,
+    /// How long a device may go without checking in before the preview's
+    /// readiness check and the operation's device list flag it as silent.
+    pub silent_after: jiff::SignedDuration,
 }
 
 impl Default for ServiceConfig {
@@ -68,6 +74,7 @@ impl Default for ServiceConfig {
             stall_push_after: DEFAULT_STALL_PUSH_AFTER,
             stall_fail_after: DEFAULT_STALL_FAIL_AFTER,
             details_url: None,
+            silent_after: readiness::DEFAULT_SILENT_AFTER,
         }
     }
 }

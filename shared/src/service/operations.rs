@@ -101,6 +101,14 @@ pub struct PlannedTarget {
     imported_status: Option<TargetStatus>,
 }
 
+impl PlannedTarget {
+    /// Returns when the update this device gets stops being signed, for the
+    /// readiness check of the preview.
+    pub fn update_expires_at(&self) -> Option<Timestamp> {
+        self.expires_at
+    }
+}
+
 /// The review of a create request: the body of `POST /operations/preview`
 /// and the plan that creation carries out.
 #[derive(Debug, Clone, Serialize)]

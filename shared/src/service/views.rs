@@ -164,6 +164,12 @@ pub struct TargetView {
     pub target_local_date_time: Option<String>,
     pub group_ids: Vec<String>,
     pub updated_at: Timestamp,
+    /// The device's last check-in; `None` when it was not read or the
+    /// device record is gone.
+    pub last_seen_at: Option<Timestamp>,
+    /// Whether the target is not in a final status and its device has not
+    /// checked in for longer than `ServiceConfig::silent_after`.
+    pub stale: bool,
 }
 
 impl From<&Target> for TargetView {
@@ -188,6 +194,8 @@ impl From<&Target> for TargetView {
                 .map(crate::domain::deadline::format_target_local_date_time),
             group_ids: target.group_ids.clone(),
             updated_at: target.updated_at,
+            last_seen_at: None,
+            stale: false,
         }
     }
 }

@@ -12,7 +12,7 @@ use super::codec::{
 use super::cursor::{self, CursorScope};
 use super::devices::{page_limit, unique_events};
 use super::read::{QuerySpec, batch_write, query_all, query_page};
-use super::schema::{EVENTS_BY_DEVICE, EVENTS_BY_EXPIRY, EXPIRY_SHARDS};
+use super::schema::{DEVICE_TIMELINE, EVENTS_BY_DEVICE, EVENTS_BY_EXPIRY, EXPIRY_SHARDS};
 use crate::domain::Event;
 use crate::ports::{EventFilter, EventStore, Page, PageRequest, StoreError, StoreResult};
 
@@ -98,6 +98,35 @@ impl EventStore for DynamoStore {
                 events.push(event);
             }
         }
+        Ok(Page {
+            items: events,
+            next_cursor: cursor::next(&scope, last)?,
+        })
+    }
+
+    /// Queries the `device_timeline` index (`device_id`, then ULID) in
+    /// order. Expired events are a FilterExpression, so a page can hold
+    /// fewer than `limit` events and still have a next cursor.
+    async fn list_device_events(
+        &self,
+        device_id: &str,
+        now: Timestamp,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Event>> {
+        let scope = CursorScope {
+            list: "device timeline",
+            attributes: &[EVENT_OPERATION, EVENT_ID, DEVICE_ID],
+            partition: (DEVICE_ID, device_id),
+        };
+        let mut spec = QuerySpec::index(&self.tables.events, DEVICE_TIMELINE, DEVICE_ID, device_id)
+            .filter(|e| vec![format!("{} > {}", e.name(EXPIRES_NS), e.value(nanos(now)))]);
+        spec.limit = Some(page_limit(page));
+        spec.start = cursor::start(&scope, page.cursor.as_deref())?;
+        let (items, last) = query_page(&self.client, &spec, "list device events").await?;
+        let events = items
+            .iter()
+            .map(decode_event)
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok(Page {
             items: events,
             next_cursor: cursor::next(&scope, last)?,

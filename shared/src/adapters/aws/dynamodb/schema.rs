@@ -10,9 +10,9 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::codec::{
-    CREATED_KEY, DEVICE_KEY, EVENT_ID, EVENT_OPERATION, EXPIRES_AT, EXPIRES_NS, EXPIRY_SHARD,
-    GROUP_ID, GROUP_LIST, INVENTORY_PK, MEMBER_GROUP, MEMBER_UDID, OPERATION_LIST, OS_VERSION, PK,
-    PLATFORM, SEARCH, SK, TARGET_OP, TARGET_OP_STATUS, TARGET_UDID, UDID,
+    CREATED_KEY, DEVICE_ID, DEVICE_KEY, EVENT_ID, EVENT_OPERATION, EXPIRES_AT, EXPIRES_NS,
+    EXPIRY_SHARD, GROUP_ID, GROUP_LIST, INVENTORY_PK, MEMBER_GROUP, MEMBER_UDID, OPERATION_LIST,
+    OS_VERSION, PK, PLATFORM, SEARCH, SK, TARGET_OP, TARGET_OP_STATUS, TARGET_UDID, UDID,
 };
 use super::{DynamoError, DynamoTables};
 use crate::ports::{StoreError, StoreResult};
@@ -45,6 +45,9 @@ pub const GROUPS_BY_ID: &str = "groups_by_id";
 pub const MEMBERS_BY_DEVICE: &str = "members_by_device";
 /// Events table index: an operation's events for one device, in ULID order.
 pub const EVENTS_BY_DEVICE: &str = "events_by_device";
+/// Events table index: a device's events across operations, in ULID order,
+/// for its timeline.
+pub const DEVICE_TIMELINE: &str = "device_timeline";
 /// Events table index: events by exact expiry, for `purge_expired`.
 pub const EVENTS_BY_EXPIRY: &str = "events_by_expiry";
 
@@ -156,11 +159,13 @@ pub async fn create_tables(client: &Client, tables: &DynamoTables) -> StoreResul
             attribute(EVENT_OPERATION, string())?,
             attribute(EVENT_ID, string())?,
             attribute(DEVICE_KEY, string())?,
+            attribute(DEVICE_ID, string())?,
             attribute(EXPIRY_SHARD, string())?,
             attribute(EXPIRES_NS, ScalarAttributeType::N)?,
         ],
         vec![
             index(EVENTS_BY_DEVICE, DEVICE_KEY, EVENT_ID, all())?,
+            index(DEVICE_TIMELINE, DEVICE_ID, EVENT_ID, all())?,
             index(EVENTS_BY_EXPIRY, EXPIRY_SHARD, EXPIRES_NS, keys_only())?,
         ],
     )
