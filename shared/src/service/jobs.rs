@@ -31,6 +31,7 @@ impl Services {
                 let purged = self.ports.events.purge_expired(self.now()).await?;
                 Ok(JobReport { targets: 0, purged })
             }
+            Job::Export { export_id } => self.run_export(export_id).await,
         }
     }
 

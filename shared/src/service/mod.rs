@@ -9,6 +9,7 @@ pub mod checkin;
 pub mod connect;
 pub mod ddm;
 pub mod errors;
+pub mod exports;
 pub mod inventory;
 pub mod jobs;
 pub mod mdm;
@@ -24,8 +25,8 @@ use jiff::Timestamp;
 use crate::catalog::Catalog;
 use crate::domain::{Actor, Clock, EVENT_RETENTION, Event, EventType, IdGenerator, RetryPolicy};
 use crate::ports::{
-    CatalogStore, DeviceStore, EventStore, GroupStore, OperationStore, Push, ScheduleStore,
-    Scheduler,
+    BlobStore, CatalogStore, DeviceStore, EventStore, GroupStore, OperationStore, Push,
+    ScheduleStore, Scheduler,
 };
 
 pub use errors::{FieldError, ServiceError, ServiceResult};
@@ -38,6 +39,9 @@ pub struct ServiceConfig {
     pub retry_policy: RetryPolicy,
     /// Page used by the enforcement declaration's DetailsURL, if any.
     pub details_url: Option<String>,
+    /// Lifetime of an export's download URL, counted from each
+    /// `GET /exports/{id}`; at most [`crate::ports::MAX_DOWNLOAD_URL_EXPIRY`].
+    pub export_link_expiry: jiff::SignedDuration,
 }
 
 impl Default for ServiceConfig {
@@ -46,6 +50,7 @@ impl Default for ServiceConfig {
             default_time_zone: crate::domain::deadline::DEFAULT_TIME_ZONE.to_string(),
             retry_policy: RetryPolicy::default(),
             details_url: None,
+            export_link_expiry: exports::DEFAULT_LINK_EXPIRY,
         }
     }
 }
@@ -62,11 +67,13 @@ pub struct Ports {
     pub schedules: Option<Arc<dyn ScheduleStore>>,
     pub catalogs: Arc<dyn CatalogStore>,
     pub push: Arc<dyn Push>,
+    /// Export files and their job records.
+    pub blobs: Arc<dyn BlobStore>,
 }
 
 impl Ports {
     /// Serves every store port from one adapter that implements them all.
-    pub fn from_store<S>(store: Arc<S>, push: Arc<dyn Push>) -> Ports
+    pub fn from_store<S>(store: Arc<S>, push: Arc<dyn Push>, blobs: Arc<dyn BlobStore>) -> Ports
     where
         S: DeviceStore
             + GroupStore
@@ -86,6 +93,7 @@ impl Ports {
             schedules: Some(store.clone()),
             catalogs: store,
             push,
+            blobs,
         }
     }
 }
