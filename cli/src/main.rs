@@ -66,6 +66,9 @@ struct ServeArgs {
     /// IANA zone for MDM Macs whose zone neither inventory nor a group gives.
     #[arg(long, env = "OSDEPLOY_DEFAULT_TIME_ZONE", default_value = "UTC")]
     default_time_zone: String,
+    /// Lifetime of export download URLs, in seconds (at most 604800, 7 days).
+    #[arg(long, env = "OSDEPLOY_EXPORT_LINK_SECONDS", default_value_t = 3600)]
+    export_link_seconds: i64,
     /// Bearer token for the admin API; generated and kept beside the database when unset.
     #[arg(long, env = "OSDEPLOY_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -93,6 +96,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("error: --default-time-zone: {e}");
         return ExitCode::FAILURE;
     }
+    let export_link_expiry = jiff::SignedDuration::from_secs(args.export_link_seconds);
+    if let Err(e) = osdeploy_shared::ports::validate_download_expiry(export_link_expiry) {
+        eprintln!("error: --export-link-seconds: {e}");
+        return ExitCode::FAILURE;
+    }
     let clock = match (args.clock_start, args.clock_speed) {
         (None, 1.0) => ClockMode::System,
         (start, speed) => ClockMode::Accelerated {
@@ -108,6 +116,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         admin_token: args.admin_token,
         service: ServiceConfig {
             default_time_zone: args.default_time_zone,
+            export_link_expiry,
             ..ServiceConfig::default()
         },
         id_seed: None,

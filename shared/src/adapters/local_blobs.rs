@@ -118,6 +118,13 @@ impl LocalBlobStore {
         Ok(bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
     }
 
+    /// Returns the file that holds the body of `key`, which may not exist.
+    /// The local server streams downloads from it.
+    pub fn object_path(&self, key: &str) -> StoreResult<PathBuf> {
+        validate_blob_key(key)?;
+        Ok(self.root.join("objects").join(key))
+    }
+
     /// Checks a download URL's parts: the signature must match `key` and
     /// `expires` (unix seconds), and `now` must be before `expires`. The
     /// signature is compared in constant time.

@@ -46,6 +46,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/operations/{id}/cancel", post(cancel_operation))
         .route("/operations/{id}/devices", get(list_targets))
         .route("/operations/{id}/events", get(list_events))
+        .route("/exports", post(super::exports::create_export))
+        .route("/exports/{id}", get(super::exports::get_export))
         .layer(middleware::from_fn_with_state(state, require_token))
 }
 
@@ -69,7 +71,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+pub(crate) async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     let bytes = read_body(body, MAX_ADMIN_BODY_BYTES).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
@@ -404,6 +406,31 @@ async fn list_operations(
     State(state): State<AppState>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    let filter = operation_filter(&query)?;
+    let now = state.services.now();
+    let page = state
+        .services
+        .list_operations(&filter, &page(&query)?)
+        .await?;
+    Ok(Json(page_json(page, |o| OperationView::new(o, now))))
+}
+
+/// Query parameters [`operation_filter`] reads.
+pub(crate) const OPERATION_FILTER_PARAMS: [&str; 8] = [
+    "state",
+    "product_version",
+    "group_id",
+    "from",
+    "to",
+    "type",
+    "protocol",
+    "view",
+];
+
+/// Parses the filters of `GET /operations`, shared with operations exports.
+pub(crate) fn operation_filter(
+    query: &BTreeMap<String, String>,
+) -> Result<OperationFilter, ApiError> {
     let mut states: Vec<OperationState> = match query.get("state") {
         None => Vec::new(),
         Some(text) => text
@@ -423,21 +450,15 @@ async fn list_operations(
             ));
         }
     }
-    let filter = OperationFilter {
+    Ok(OperationFilter {
         states,
         product_version: query.get("product_version").cloned(),
         group_id: query.get("group_id").cloned(),
-        kind: parse_param::<OperationType>(&query, "type")?,
-        protocol: parse_param::<Protocol>(&query, "protocol")?,
-        from: parse_time(&query, "from")?,
-        to: parse_time(&query, "to")?,
-    };
-    let now = state.services.now();
-    let page = state
-        .services
-        .list_operations(&filter, &page(&query)?)
-        .await?;
-    Ok(Json(page_json(page, |o| OperationView::new(o, now))))
+        kind: parse_param::<OperationType>(query, "type")?,
+        protocol: parse_param::<Protocol>(query, "protocol")?,
+        from: parse_time(query, "from")?,
+        to: parse_time(query, "to")?,
+    })
 }
 
 async fn get_operation(
@@ -461,12 +482,7 @@ async fn list_targets(
     Path(id): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = TargetFilter {
-        status: parse_param::<TargetStatus>(&query, "status")?,
-        group_id: query.get("group_id").cloned(),
-        q: query.get("q").cloned(),
-        ..Default::default()
-    };
+    let filter = target_filter(&query)?;
     let page = state
         .services
         .list_targets(&id, &filter, &page(&query)?)
@@ -479,13 +495,36 @@ async fn list_events(
     Path(id): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = EventFilter {
-        device_id: query.get("device_id").cloned(),
-        event_type: parse_param::<EventType>(&query, "type")?,
-    };
+    let filter = event_filter(&query)?;
     let page = state
         .services
         .list_events(&id, &filter, &page(&query)?)
         .await?;
     Ok(Json(page_json(page, Clone::clone)))
+}
+
+/// Query parameters [`target_filter`] reads.
+pub(crate) const TARGET_FILTER_PARAMS: [&str; 3] = ["status", "group_id", "q"];
+
+/// Parses the filters of `GET /operations/{id}/devices`, shared with
+/// device-status exports.
+pub(crate) fn target_filter(query: &BTreeMap<String, String>) -> Result<TargetFilter, ApiError> {
+    Ok(TargetFilter {
+        status: parse_param::<TargetStatus>(query, "status")?,
+        group_id: query.get("group_id").cloned(),
+        q: query.get("q").cloned(),
+        ..Default::default()
+    })
+}
+
+/// Query parameters [`event_filter`] reads.
+pub(crate) const EVENT_FILTER_PARAMS: [&str; 2] = ["device_id", "type"];
+
+/// Parses the filters of `GET /operations/{id}/events`, shared with events
+/// exports.
+pub(crate) fn event_filter(query: &BTreeMap<String, String>) -> Result<EventFilter, ApiError> {
+    Ok(EventFilter {
+        device_id: query.get("device_id").cloned(),
+        event_type: parse_param::<EventType>(query, "type")?,
+    })
 }
