@@ -441,3 +441,75 @@ async fn operations_export_applies_filters() {
     assert_eq!(header[0], "id", "an empty export still has its header");
     server.stop().await;
 }
+
+/// Returns the rows of the events table, expired ones included.
+fn stored_events(server: &osdeploy_cli::server::ServerHandle) -> i64 {
+    server
+        .store
+        .table_counts()
+        .expect("table counts")
+        .get("events")
+        .copied()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn serve_loop_purges_expired_events() {
+    use osdeploy_cli::server::{self, ClockMode, ServeConfig};
+    use osdeploy_shared::domain::ManualClock;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let clock = Arc::new(ManualClock::new(
+        support::START.parse().expect("start instant"),
+    ));
+    let handle = server::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("loopback address"),
+        database: dir.path().join("osdeploy.db"),
+        catalog_file: None,
+        clock: ClockMode::Manual(clock.clone()),
+        admin_token: Some(support::TOKEN.to_string()),
+        service: osdeploy_shared::service::ServiceConfig::default(),
+        id_seed: Some(3),
+        // As `osdeploy serve` runs it: the loop purges at start and then
+        // every 24 hours of service-clock time.
+        run_scheduler: true,
+    })
+    .await
+    .expect("server starts");
+
+    // Expires an hour from now, so the purge at start keeps it.
+    let now = osdeploy_shared::domain::Clock::now(clock.as_ref());
+    let event = Event {
+        id: "01KPURGEDBYTHELOOP000000000".into(),
+        operation_id: "01KNOOPERATION000000000000".into(),
+        device_id: None,
+        event_type: EventType::OperationCreated,
+        details: json!({}),
+        actor: Actor::System,
+        at: now - EVENT_RETENTION + SignedDuration::from_hours(1),
+        expires_at: now + SignedDuration::from_hours(1),
+    };
+    handle
+        .store
+        .append(std::slice::from_ref(&event))
+        .await
+        .expect("append");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(stored_events(&handle), 1, "an unexpired event is kept");
+
+    clock.advance(SignedDuration::from_hours(25));
+    let mut remaining = stored_events(&handle);
+    for _ in 0..50 {
+        if remaining == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        remaining = stored_events(&handle);
+    }
+    assert_eq!(
+        remaining, 0,
+        "the serve loop must purge the expired event within 5 s"
+    );
+    handle.stop().await;
+}

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -110,9 +111,13 @@ struct ExportFile {
 
 impl ExportFile {
     fn create(export_id: &str, kind: ExportKind) -> Result<Self, ExportError> {
+        // The sequence keeps two runs in one process apart even when they
+        // share an export id (two services with seeded id generators).
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let path = std::env::temp_dir().join(format!(
-            "osdeploy-export-{export_id}-{}.csv",
-            std::process::id()
+            "osdeploy-export-{export_id}-{}-{}.csv",
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
         ));
         let write_error = |source| ExportError::Write {
             path: path.clone(),
