@@ -2,9 +2,9 @@
 //! the local server, with rows per second and peak resident memory.
 //!
 //! Each size gets its own server and database. The bench enrolls one
-//! device, creates an operation for it, appends the events straight to the
-//! store (not timed), requests the export over HTTP and then runs the
-//! export job itself on the server runtime, timing only the job: paging
+//! device, creates an operation for it and appends the events straight to
+//! the store, untimed. Then it requests the export over HTTP and runs the
+//! export job itself on the server runtime. Only the job is timed: paging
 //! through SQLite, writing the CSV and copying it into the blob folder.
 //!
 //! Peak memory is the process's `VmHWM` after it was reset by writing `5`

@@ -118,7 +118,7 @@ impl LocalBlobStore {
         Ok(bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
     }
 
-    /// Returns the file that holds the body of `key`, which may not exist.
+    /// Returns the file that contains the body of `key`, which may not exist.
     /// The local server streams downloads from it.
     pub fn object_path(&self, key: &str) -> StoreResult<PathBuf> {
         validate_blob_key(key)?;

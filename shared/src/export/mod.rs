@@ -1,13 +1,13 @@
 //! CSV exports of the operations list, an operation's device statuses and
 //! an operation's events.
 //!
-//! An export request names a [`ExportKind`] and the same filters as the
-//! matching list route. It runs as a job: the request is stored as an
-//! [`ExportRecord`] in the blob store at `exports/<id>/export.json`, and
-//! the job pages through the store (list calls on keys and indexes, no
-//! scans), writes each page to a temporary file through a buffered
-//! writer, and uploads the file to `exports/<id>/<kind>.csv`. Memory holds
-//! one page of rows at a time, whatever the export's size.
+//! An export request names an [`ExportKind`] and the same filters as the
+//! matching list route. It runs as a job. The request is stored as an
+//! [`ExportRecord`] in the blob store at `exports/<id>/export.json`. The
+//! job pages through the store with the list calls (queries on keys and
+//! indexes, no scans) and writes each page to a temporary file through a
+//! buffered writer. Then it uploads the file to `exports/<id>/<kind>.csv`.
+//! Memory contains one page of rows at a time, whatever the export's size.
 //!
 //! The file format is described in [`csv`]: RFC 4180, UTF-8, a header row,
 //! times in UTC ISO 8601 and formula-like text neutralised. The columns of
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ports::{EventFilter, OperationFilter, TargetFilter};
 
-/// What an export contains.
+/// The rows an export contains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportKind {
@@ -109,7 +109,7 @@ pub enum ExportState {
     Running,
     /// The file is stored and can be downloaded.
     Done,
-    /// The job stopped; `error` says why. Request a new export to retry.
+    /// The job stopped, and `error` gives the reason. Request a new export to retry.
     Failed,
 }
 
@@ -127,7 +127,7 @@ pub struct ExportRecord {
     pub rows: Option<u64>,
     /// Blob key of the CSV file; set when done.
     pub file_key: Option<String>,
-    /// Why the export failed; set when failed.
+    /// The error that stopped the export; set when failed.
     pub error: Option<String>,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,

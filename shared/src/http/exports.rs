@@ -2,10 +2,10 @@
 //!
 //! A request body is `{"kind": "operations" | "devices" | "events",
 //! "operation_id": "...", "filters": {"name": "value", ...}}`. `filters`
-//! takes the query parameters of the matching list route, as strings, and
-//! is parsed by the same functions; `operation_id` is required for
-//! `devices` and `events` and rejected for `operations`. Every problem is
-//! reported as its own entry in the error's `details`.
+//! takes the query parameters of the matching list route as strings, and
+//! the same functions parse them. `operation_id` is required for `devices`
+//! and `events` and rejected for `operations`. Every problem is reported
+//! as its own entry in the error's `details`.
 
 use std::collections::BTreeMap;
 

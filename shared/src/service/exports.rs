@@ -31,8 +31,8 @@ use crate::service::views::{OperationView, TargetView};
 /// Download URL lifetime when none is configured.
 pub const DEFAULT_LINK_EXPIRY: SignedDuration = SignedDuration::from_hours(1);
 
-/// Rows read from the store per call while writing a file. Memory holds one
-/// page at a time.
+/// Rows read from the store per call while writing a file, so memory
+/// contains at most one page of rows at a time.
 pub const EXPORT_PAGE_SIZE: usize = 500;
 
 /// An export as `POST /exports` and `GET /exports/{id}` return it.
@@ -49,7 +49,7 @@ pub struct ExportView {
     pub url: Option<String>,
     /// When `url` stops working.
     pub expires_at: Option<Timestamp>,
-    /// Why the export failed; set when failed.
+    /// The error that stopped the export; set when failed.
     pub error: Option<String>,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
@@ -76,7 +76,7 @@ impl ExportView {
     }
 }
 
-/// Why writing an export file failed; stored in the record's `error`.
+/// Errors that stop an export run; the record's `error` stores their text.
 #[derive(Debug, thiserror::Error)]
 enum ExportError {
     #[error("reading the rows failed")]
@@ -134,8 +134,8 @@ impl ExportFile {
         Ok(export)
     }
 
-    /// Writes one data row. The buffered writer issues 64 KiB writes, which
-    /// go to the page cache and do not block the runtime noticeably.
+    /// Writes one data row. The file is written with blocking calls on the
+    /// async worker, in 64 KiB chunks through the buffered writer.
     fn write(&mut self, cells: &[crate::export::csv::Cell<'_>]) -> Result<(), ExportError> {
         self.writer
             .write_record(cells)
@@ -211,6 +211,10 @@ impl Services {
             finished_at: None,
         };
         self.save_export(&record).await?;
+        // NOTE: EventBridge Scheduler gets an at() expression rounded up to
+        // the next second, and that second may have passed when the call
+        // arrives. How AWS treats a time just past is not checked here,
+        // because moto accepts any time.
         let schedule = Schedule {
             id: format!("export-{id}"),
             due_at: now,
