@@ -102,6 +102,13 @@ struct Args {
     /// Run only the export phase.
     #[arg(long)]
     only_exports: bool,
+    /// Internal: export the events of a seeded database in this process and
+    /// print the measurements as JSON (the export phase runs itself so).
+    #[arg(long, hide = true, requires = "export_child_operation")]
+    export_child_database: Option<PathBuf>,
+    /// Internal: the operation whose events the child process exports.
+    #[arg(long, hide = true)]
+    export_child_operation: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +153,20 @@ enum BenchError {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let (Some(database), Some(operation_id)) =
+        (&args.export_child_database, &args.export_child_operation)
+    {
+        return match bench_exports::run_child(database, operation_id) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: export child: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("OSDEPLOY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     tracing_subscriber::fmt()
