@@ -14,11 +14,12 @@ use osdeploy_shared::adapters::aws::{AwsSettings, S3BlobStore};
 use osdeploy_shared::adapters::{RecordedPush, SqliteStore, local_scheduler};
 use osdeploy_shared::apple::mdm::{CommandEnvelope, CommandResult, CommandStatus, parse_command};
 use osdeploy_shared::catalog::Catalog;
+use osdeploy_shared::domain::Protocol;
 use osdeploy_shared::domain::{
     Actor, Clock, EVENT_RETENTION, Event, EventType, ManualClock, UlidGenerator,
 };
 use osdeploy_shared::export::{ExportQuery, ExportState};
-use osdeploy_shared::ports::{EventFilter, EventStore, PageRequest, TargetFilter};
+use osdeploy_shared::ports::{EventFilter, EventStore, OperationFilter, PageRequest, TargetFilter};
 use osdeploy_shared::service::exports::ExportView;
 use osdeploy_shared::service::operations::CreateOperationRequest;
 use osdeploy_shared::service::{Ports, ServiceConfig, Services};
@@ -228,6 +229,31 @@ async fn device_export_through_presigned_url() {
             .find(|r| r[id_column] == device.udid)
             .unwrap_or_else(|| panic!("device {} missing", device.udid));
         assert_eq!(record[name_column], shown, "name of {}", device.udid);
+    }
+
+    // The operations list through its protocol index, filtered as
+    // GET /operations?protocol= filters it.
+    for (protocol, expected_rows) in [(Protocol::Ddm, 1), (Protocol::Mdm, 0)] {
+        let export = run_export(
+            &deployment,
+            ExportQuery::Operations {
+                filter: OperationFilter {
+                    protocol: Some(protocol),
+                    ..Default::default()
+                },
+            },
+        )
+        .await;
+        assert_eq!(export.rows, Some(expected_rows), "{protocol:?} operations");
+        let (header, records) = download_csv(export.url.as_deref().expect("url")).await;
+        assert_eq!(records.len() as u64, expected_rows);
+        if let Some(record) = records.first() {
+            assert_eq!(record[column(&header, "id")], operation_id);
+            assert_eq!(
+                record[column(&header, "total_devices")],
+                devices.len().to_string()
+            );
+        }
     }
 }
 
