@@ -84,6 +84,12 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("could not create the export folder {path}")]
+    ExportFolder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("could not open the export folder")]
     Exports(#[source] osdeploy_shared::adapters::local_blobs::LocalBlobsError),
     #[error("store failed while starting")]
@@ -176,6 +182,19 @@ fn download_secret(database: &Path) -> Result<Vec<u8>, ServeError> {
     })?;
     write_private(&path, &secret).map_err(|source| ServeError::SecretFile { path, source })?;
     Ok(secret.into_bytes())
+}
+
+/// Creates `path` if missing, readable only by its owner on Unix, because
+/// export files contain device names and audit events.
+fn create_private_folder(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
 }
 
 /// Returns `bytes` random bytes from `/dev/urandom` as hex.
@@ -330,9 +349,14 @@ pub async fn start(config: ServeConfig) -> Result<ServerHandle, ServeError> {
     if public_addr.ip().is_unspecified() {
         public_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    let exports_folder = exports_path(&config.database);
+    create_private_folder(&exports_folder).map_err(|source| ServeError::ExportFolder {
+        path: exports_folder.clone(),
+        source,
+    })?;
     let blobs = Arc::new(
         LocalBlobStore::open(
-            exports_path(&config.database),
+            exports_folder,
             download_secret(&config.database)?,
             format!("http://{public_addr}{}", downloads::DOWNLOAD_PATH),
             clock.clone(),
