@@ -75,6 +75,9 @@ struct ServeArgs {
         value_parser = clap::value_parser!(i64).range(1..=8760)
     )]
     silent_after_hours: i64,
+    /// Lifetime of export download URLs, in seconds (at most 604800, 7 days).
+    #[arg(long, env = "OSDEPLOY_EXPORT_LINK_SECONDS", default_value_t = 3600)]
+    export_link_seconds: i64,
     /// Bearer token for the admin API; generated and kept beside the database when unset.
     #[arg(long, env = "OSDEPLOY_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -100,6 +103,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
     if let Err(e) = osdeploy_shared::domain::deadline::parse_time_zone(&args.default_time_zone) {
         eprintln!("error: --default-time-zone: {e}");
+        return ExitCode::FAILURE;
+    }
+    let export_link_expiry = jiff::SignedDuration::from_secs(args.export_link_seconds);
+    if let Err(e) = osdeploy_shared::ports::validate_download_expiry(export_link_expiry) {
+        eprintln!("error: --export-link-seconds: {e}");
         return ExitCode::FAILURE;
     }
     let clock = match (args.clock_start, args.clock_speed) {

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use osdeploy_shared::adapters::{RecordedPush, SqliteStore, local_scheduler};
+use osdeploy_shared::adapters::{LocalBlobStore, RecordedPush, SqliteStore, local_scheduler};
 use osdeploy_shared::catalog::{Catalog, ModelIndex};
 use osdeploy_shared::domain::{AcceleratedClock, Clock, ManualClock, SystemClock, UlidGenerator};
-use osdeploy_shared::http::{AppState, router};
+use osdeploy_shared::http::{AppState, downloads, router};
 use osdeploy_shared::ports::CatalogStore;
 use osdeploy_shared::service::{Ports, ServiceConfig, Services};
 use tokio::sync::watch;
@@ -78,6 +78,20 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("could not read or write the download secret file {path}")]
+    SecretFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not create the export folder {path}")]
+    ExportFolder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not open the export folder")]
+    Exports(#[source] osdeploy_shared::adapters::local_blobs::LocalBlobsError),
     #[error("store failed while starting")]
     Store(#[from] osdeploy_shared::ports::StoreError),
 }
@@ -88,6 +102,8 @@ pub struct ServerHandle {
     pub services: Arc<Services>,
     pub store: Arc<SqliteStore>,
     pub push: Arc<RecordedPush>,
+    /// Export files, under `<database>.exports/`.
+    pub blobs: Arc<LocalBlobStore>,
     pub admin_token: String,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
@@ -123,6 +139,70 @@ fn token_path(database: &Path) -> PathBuf {
     let mut name = database.as_os_str().to_owned();
     name.push(".admin-token");
     PathBuf::from(name)
+}
+
+/// Environment variable with the download-URL signing secret, at least
+/// 32 bytes. Unset: a secret is generated and kept beside the database.
+pub const DOWNLOAD_SECRET_ENV: &str = "OSDEPLOY_DOWNLOAD_SECRET";
+
+fn secret_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".download-secret");
+    PathBuf::from(name)
+}
+
+/// Returns the folder of export files beside the database.
+pub fn exports_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".exports");
+    PathBuf::from(name)
+}
+
+/// Returns the download-URL secret: [`DOWNLOAD_SECRET_ENV`] when set, else
+/// the one kept beside the database, generated from the operating system's
+/// random source on first start. Keeping it means download URLs stay valid
+/// across restarts.
+fn download_secret(database: &Path) -> Result<Vec<u8>, ServeError> {
+    if let Some(secret) = std::env::var(DOWNLOAD_SECRET_ENV)
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        return Ok(secret.into_bytes());
+    }
+    let path = secret_path(database);
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().as_bytes().to_vec()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(ServeError::SecretFile { path, source }),
+    }
+    let secret = random_hex(32).map_err(|source| ServeError::SecretFile {
+        path: path.clone(),
+        source,
+    })?;
+    write_private(&path, &secret).map_err(|source| ServeError::SecretFile { path, source })?;
+    Ok(secret.into_bytes())
+}
+
+/// Creates `path` if missing, readable only by its owner on Unix, because
+/// export files contain device names and audit events.
+fn create_private_folder(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
+}
+
+/// Returns `bytes` random bytes from `/dev/urandom` as hex.
+fn random_hex(bytes: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buffer = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buffer)?;
+    Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Reads the admin token kept beside the database, or generates and keeps one.
@@ -252,19 +332,6 @@ pub async fn start(config: ServeConfig) -> Result<ServerHandle, ServeError> {
             "every update in the catalog ({origin}) has expired at {now}: nothing can be deployed; import a fresh one with `osdeploy catalog import FILE` (Apple serves it at https://gdmf.apple.com/v2/pmv)"
         );
     }
-    let push = Arc::new(RecordedPush::default());
-    let ports = Ports::from_store(store.clone(), push.clone());
-    let services = Arc::new(Services::new(
-        ports,
-        clock,
-        Arc::new(ids),
-        catalog,
-        config.service.clone(),
-    ));
-    let state = AppState {
-        services: services.clone(),
-        admin_token: Some(Arc::from(admin_token.as_str())),
-    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -275,8 +342,42 @@ pub async fn start(config: ServeConfig) -> Result<ServerHandle, ServeError> {
         addr: config.listen,
         source,
     })?;
+    // NOTE: download URLs name the address the server listens on, with an
+    // unspecified address (0.0.0.0) replaced by loopback; behind a proxy
+    // they need rewriting.
+    let mut public_addr = addr;
+    if public_addr.ip().is_unspecified() {
+        public_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let exports_folder = exports_path(&config.database);
+    create_private_folder(&exports_folder).map_err(|source| ServeError::ExportFolder {
+        path: exports_folder.clone(),
+        source,
+    })?;
+    let blobs = Arc::new(
+        LocalBlobStore::open(
+            exports_folder,
+            download_secret(&config.database)?,
+            format!("http://{public_addr}{}", downloads::DOWNLOAD_PATH),
+            clock.clone(),
+        )
+        .map_err(ServeError::Exports)?,
+    );
+    let push = Arc::new(RecordedPush::default());
+    let ports = Ports::from_store(store.clone(), push.clone(), blobs.clone());
+    let services = Arc::new(Services::new(
+        ports,
+        clock.clone(),
+        Arc::new(ids),
+        catalog,
+        config.service.clone(),
+    ));
+    let state = AppState {
+        services: services.clone(),
+        admin_token: Some(Arc::from(admin_token.as_str())),
+    };
     let (shutdown, mut stop) = watch::channel(false);
-    let app = router(state);
+    let app = router(state).merge(downloads::router(blobs.clone(), clock));
     let server = tokio::spawn(async move {
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -302,6 +403,7 @@ pub async fn start(config: ServeConfig) -> Result<ServerHandle, ServeError> {
         services,
         store,
         push,
+        blobs,
         admin_token,
         shutdown,
         server,

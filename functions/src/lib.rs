@@ -9,9 +9,9 @@
 use std::sync::Arc;
 
 use osdeploy_shared::adapters::RecordedPush;
-use osdeploy_shared::adapters::aws::AwsSettings;
 use osdeploy_shared::adapters::aws::dynamodb::{DynamoStore, DynamoTables};
 use osdeploy_shared::adapters::aws::scheduler::{EventBridgeScheduler, SchedulerSettings};
+use osdeploy_shared::adapters::aws::{AwsSettings, S3BlobStore};
 use osdeploy_shared::catalog::Catalog;
 use osdeploy_shared::domain::{SystemClock, UlidGenerator};
 use osdeploy_shared::http::AppState;
@@ -35,6 +35,8 @@ pub struct Config {
     pub endpoint_url: Option<String>,
     /// `AWS_REGION`, set by Lambda.
     pub region: String,
+    /// `OSDEPLOY_EXPORTS_BUCKET`: the S3 bucket of export files and records.
+    pub exports_bucket: String,
     /// `OSDEPLOY_ADMIN_TOKEN`: optional bearer token checked behind the authorizer.
     pub admin_token: Option<String>,
     pub service: ServiceConfig,
@@ -88,6 +90,19 @@ impl Config {
                 problem,
             })?;
         }
+        if let Some(text) = lookup("OSDEPLOY_EXPORT_LINK_SECONDS").filter(|t| !t.is_empty()) {
+            let invalid = |problem: String| ConfigError {
+                name: "OSDEPLOY_EXPORT_LINK_SECONDS",
+                problem,
+            };
+            let seconds: i64 = text
+                .parse()
+                .map_err(|_| invalid(format!("{text:?} is not a whole number of seconds")))?;
+            let expiry = jiff::SignedDuration::from_secs(seconds);
+            osdeploy_shared::ports::validate_download_expiry(expiry)
+                .map_err(|e| invalid(e.to_string()))?;
+            service.export_link_expiry = expiry;
+        }
         let scheduler = match lookup("OSDEPLOY_SCHEDULE_GROUP").filter(|g| !g.is_empty()) {
             None => None,
             Some(group_name) => Some(SchedulerSettings {
@@ -99,6 +114,7 @@ impl Config {
         Ok(Config {
             state_table: required(&lookup, "OSDEPLOY_STATE_TABLE")?,
             events_table: required(&lookup, "OSDEPLOY_EVENTS_TABLE")?,
+            exports_bucket: required(&lookup, "OSDEPLOY_EXPORTS_BUCKET")?,
             scheduler,
             endpoint_url: lookup("OSDEPLOY_AWS_ENDPOINT").filter(|e| !e.is_empty()),
             region: lookup("AWS_REGION")
@@ -184,6 +200,7 @@ pub async fn services(config: &Config) -> Result<Arc<Services>, StartError> {
         // NOTE: APNs is not wired yet: pushes are counted, and devices are
         // reached at their next regular check-in.
         push: Arc::new(RecordedPush::default()),
+        blobs: Arc::new(S3BlobStore::connect(&config.aws(), &config.exports_bucket).await),
     };
     Ok(Arc::new(Services::new(
         ports,
@@ -347,6 +364,7 @@ mod tests {
         let config = Config::from_lookup(lookup(&[
             ("OSDEPLOY_STATE_TABLE", "s"),
             ("OSDEPLOY_EVENTS_TABLE", "e"),
+            ("OSDEPLOY_EXPORTS_BUCKET", "b"),
             ("OSDEPLOY_ADMIN_TOKEN", ""),
         ]))
         .unwrap();
@@ -355,5 +373,41 @@ mod tests {
         assert!(config.endpoint_url.is_none());
         assert_eq!(config.region, "us-east-1");
         assert_eq!(config.service.default_time_zone, "UTC");
+        assert_eq!(
+            config.service.export_link_expiry,
+            jiff::SignedDuration::from_hours(1)
+        );
+    }
+
+    #[test]
+    fn missing_exports_bucket_names_the_variable() {
+        let error = Config::from_lookup(lookup(&[
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+        ]))
+        .unwrap_err();
+        assert_eq!(error.name, "OSDEPLOY_EXPORTS_BUCKET");
+    }
+
+    #[test]
+    fn export_link_seconds_are_checked() {
+        let base = [
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+            ("OSDEPLOY_EXPORTS_BUCKET", "b"),
+        ];
+        for bad in ["0", "604801", "an hour", "-5"] {
+            let mut pairs = base.to_vec();
+            pairs.push(("OSDEPLOY_EXPORT_LINK_SECONDS", bad));
+            let error = Config::from_lookup(lookup(&pairs)).unwrap_err();
+            assert_eq!(error.name, "OSDEPLOY_EXPORT_LINK_SECONDS", "value {bad}");
+        }
+        let mut pairs = base.to_vec();
+        pairs.push(("OSDEPLOY_EXPORT_LINK_SECONDS", "604800"));
+        let config = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(
+            config.service.export_link_expiry,
+            jiff::SignedDuration::from_hours(7 * 24)
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod adapters;
 pub mod apple;
 pub mod catalog;
 pub mod domain;
+pub mod export;
 pub mod http;
 pub mod ports;
 pub mod service;

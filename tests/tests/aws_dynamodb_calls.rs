@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_support::{CallLog, fresh_store, recording_client};
-use osdeploy_shared::adapters::{RecordedPush, SqliteStore};
+use osdeploy_shared::adapters::{LocalBlobStore, RecordedPush, SqliteStore};
 use osdeploy_shared::apple::mdm::{CommandEnvelope, CommandResult, CommandStatus, parse_command};
 use osdeploy_shared::catalog::Catalog;
 use osdeploy_shared::domain::{ManualClock, UlidGenerator};
@@ -108,6 +108,7 @@ async fn calls_per_checkin_and_report() {
     let (client, log) = recording_client().await;
     let store = Arc::new(fresh_store(&client, "calls").await);
     let schedules = Arc::new(SqliteStore::in_memory().expect("in-memory schedule store"));
+    let blob_dir = tempfile::tempdir().expect("temporary directory");
     let ports = Ports {
         devices: store.clone(),
         groups: store.clone(),
@@ -117,6 +118,16 @@ async fn calls_per_checkin_and_report() {
         schedules: Some(schedules),
         catalogs: store.clone(),
         push: Arc::new(RecordedPush::default()),
+        // Blobs are not part of the DynamoDB call budget; a folder will do.
+        blobs: Arc::new(
+            LocalBlobStore::open(
+                blob_dir.path(),
+                [7u8; 32],
+                "/downloads",
+                Arc::new(ManualClock::new(support::START.parse().expect("start"))),
+            )
+            .expect("local blob store"),
+        ),
     };
     let clock = Arc::new(ManualClock::new(
         support::START.parse().expect("start instant"),

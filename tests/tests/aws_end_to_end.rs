@@ -27,9 +27,9 @@ use lambda_http::tower::ServiceExt;
 use osdeploy_cli::admin_client::AdminClient;
 use osdeploy_cli::server::{self, ClockMode, ServeConfig, ServerHandle};
 use osdeploy_cli::simulate::{Fleet, FleetConfig, FleetMix, FleetStats, SimDevice};
-use osdeploy_shared::adapters::aws::AwsSettings;
 use osdeploy_shared::adapters::aws::dynamodb::{DynamoStore, DynamoTables, create_tables};
 use osdeploy_shared::adapters::aws::scheduler::{EventBridgeScheduler, schedule_name};
+use osdeploy_shared::adapters::aws::{AwsSettings, S3BlobStore};
 use osdeploy_shared::adapters::{RecordedPush, local_scheduler};
 use osdeploy_shared::catalog::Catalog;
 use osdeploy_shared::domain::{ManualClock, Platform, UlidGenerator};
@@ -148,6 +148,7 @@ impl FiredSchedule {
             Job::PurgeEvents => "purge_events".to_string(),
             Job::Sweep => "sweep".to_string(),
             Job::Reminder { time_zone, .. } => format!("reminder {time_zone}"),
+            Job::Export { .. } => "export".to_string(),
         };
         FiredSchedule {
             due_at: schedule.due_at,
@@ -221,10 +222,13 @@ impl Deployment {
             );
         }
 
+        let bucket = aws_support::unique_bucket(&sdk, "e2e").await;
+
         // The functions read their settings from these variables.
         let variables: BTreeMap<&str, String> = [
             ("OSDEPLOY_STATE_TABLE", tables.state.clone()),
             ("OSDEPLOY_EVENTS_TABLE", tables.events.clone()),
+            ("OSDEPLOY_EXPORTS_BUCKET", bucket.clone()),
             ("OSDEPLOY_SCHEDULE_GROUP", group.clone()),
             ("OSDEPLOY_SCHEDULER_ROLE_ARN", ROLE_ARN.to_string()),
             ("OSDEPLOY_SCHEDULED_JOB_ARN", TARGET_ARN.to_string()),
@@ -259,6 +263,7 @@ impl Deployment {
             schedules: None,
             catalogs: store,
             push: Arc::new(RecordedPush::default()),
+            blobs: Arc::new(S3BlobStore::new(aws_support::s3_client(&sdk), &bucket)),
         };
         let services = Arc::new(Services::new(
             ports,

@@ -71,6 +71,7 @@ async fn harness_with(client: aws_sdk_dynamodb::Client, label: &str) -> Harness 
         schedules: None,
         catalogs: store,
         push: push.clone(),
+        blobs: Arc::new(osdeploy_shared::adapters::MemoryBlobStore::new()),
     };
     Harness {
         services: retry_scenarios::services(ports, clock.clone(), ServiceConfig::default()),

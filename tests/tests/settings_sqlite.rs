@@ -12,7 +12,11 @@ use settings_support::Harness;
 
 fn harness() -> Harness {
     let store = Arc::new(SqliteStore::in_memory().expect("in-memory SQLite"));
-    let ports = Ports::from_store(store.clone(), Arc::new(RecordedPush::default()));
+    let ports = Ports::from_store(
+        store.clone(),
+        Arc::new(RecordedPush::default()),
+        Arc::new(osdeploy_shared::adapters::MemoryBlobStore::new()),
+    );
     Harness::new(ports, store)
 }
 

@@ -16,8 +16,13 @@
 //!    empty 200, driven by the same client code with the same bodies.
 //! 4. Enrolling the fleet and creating one operation over all of it.
 //! 5. Peak resident memory of the release `osdeploy demo`.
+//! 6. Events exports of 10,000 and 100,000 rows: rows per second and peak
+//!    resident memory (see `bench_exports.rs`).
 //!
 //! This is a measurement, not a test: nothing here asserts a time.
+
+#[path = "../bench_exports.rs"]
+mod bench_exports;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -91,6 +96,19 @@ struct Args {
     /// Skip the `osdeploy demo` peak-memory phase.
     #[arg(long)]
     skip_demo: bool,
+    /// Events in each measured export, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000, 100_000])]
+    export_events: Vec<usize>,
+    /// Run only the export phase.
+    #[arg(long)]
+    only_exports: bool,
+    /// Internal: export the events of a seeded database in this process and
+    /// print the measurements as JSON (the export phase runs itself so).
+    #[arg(long, hide = true, requires = "export_child_operation")]
+    export_child_database: Option<PathBuf>,
+    /// Internal: the operation whose events the child process exports.
+    #[arg(long, hide = true)]
+    export_child_operation: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +153,20 @@ enum BenchError {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let (Some(database), Some(operation_id)) =
+        (&args.export_child_database, &args.export_child_operation)
+    {
+        return match bench_exports::run_child(database, operation_id) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: export child: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("OSDEPLOY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     tracing_subscriber::fmt()
@@ -172,8 +204,23 @@ fn run(args: &Args) -> Result<String, BenchError> {
     let machine = Machine::read();
     let server_runtime = runtime("osdeploy-server")?;
     let client_runtime = runtime("bench-client")?;
+    if args.only_exports {
+        let exports = client_runtime.block_on(bench_exports::measure(
+            server_runtime.handle().clone(),
+            &args.export_events,
+        ))?;
+        let mut out = String::new();
+        let _ = writeln!(out, "## osdeploy benchmark: exports\n");
+        render_machine(&mut out, args, &machine);
+        bench_exports::render(&mut out, &exports);
+        return Ok(out);
+    }
     let measured =
         client_runtime.block_on(measure_servers(args, server_runtime.handle().clone()))?;
+    let exports = client_runtime.block_on(bench_exports::measure(
+        server_runtime.handle().clone(),
+        &args.export_events,
+    ))?;
     drop(client_runtime);
     drop(server_runtime);
     let demo = if args.skip_demo {
@@ -182,7 +229,9 @@ fn run(args: &Args) -> Result<String, BenchError> {
         eprintln!("running osdeploy demo for its peak memory");
         measure_demo(Duration::from_secs_f64(args.demo_seconds))
     };
-    Ok(render(args, &machine, &measured, &demo))
+    let mut report = render(args, &machine, &measured, &demo);
+    bench_exports::render(&mut report, &exports);
+    Ok(report)
 }
 
 // ---------------------------------------------------------------------------

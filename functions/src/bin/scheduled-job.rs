@@ -1,5 +1,5 @@
 //! One-time jobs that EventBridge Scheduler fires: MDM deadlines per time
-//! zone and update expiry. The event is the schedule as JSON.
+//! zone, update expiry and CSV exports. The event is the schedule as JSON.
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use osdeploy_functions::{Config, init_logging, services};

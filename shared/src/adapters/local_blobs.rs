@@ -118,6 +118,13 @@ impl LocalBlobStore {
         Ok(bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
     }
 
+    /// Returns the file that contains the body of `key`, which may not exist.
+    /// The local server streams downloads from it.
+    pub fn object_path(&self, key: &str) -> StoreResult<PathBuf> {
+        validate_blob_key(key)?;
+        Ok(self.root.join("objects").join(key))
+    }
+
     /// Checks a download URL's parts: the signature must match `key` and
     /// `expires` (unix seconds), and `now` must be before `expires`. The
     /// signature is compared in constant time.
@@ -169,6 +176,20 @@ impl BlobStore for LocalBlobStore {
             // new body also gets its content type.
             write_atomically(&tmp, &type_file, &content_type)?;
             write_atomically(&tmp, &object, &body)
+        })
+        .await
+    }
+
+    async fn put_file(&self, key: &str, content_type: &str, path: &Path) -> StoreResult<()> {
+        validate_blob_key(key)?;
+        let object = self.root.join("objects").join(key);
+        let type_file = self.root.join("content-types").join(key);
+        let tmp = self.root.join("tmp");
+        let source = path.to_path_buf();
+        let content_type = content_type.as_bytes().to_vec();
+        blocking("put blob from file", move || {
+            write_atomically(&tmp, &type_file, &content_type)?;
+            copy_atomically(&tmp, &object, &source)
         })
         .await
     }
@@ -241,17 +262,34 @@ fn remove_optional(path: &Path) -> std::io::Result<()> {
 /// NOTE: S3 can hold both `a` and `a/b` as keys, but a folder cannot hold a
 /// file and a folder of one name, so the second of those puts fails here.
 fn write_atomically(tmp: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace_through_temp(tmp, path, |temp| std::fs::write(temp, bytes))
+}
+
+/// Copies the file at `source` to a new file in `tmp` and renames it to
+/// `path`. The copy streams through a fixed buffer, so a large export file
+/// is never held in memory. `source` may be on another file system, which
+/// is why it is copied and not renamed.
+fn copy_atomically(tmp: &Path, path: &Path, source: &Path) -> std::io::Result<()> {
+    replace_through_temp(tmp, path, |temp| std::fs::copy(source, temp).map(drop))
+}
+
+/// Creates a temporary file in `tmp` with `fill` and renames it to `path`,
+/// removing the temporary file when either step fails.
+fn replace_through_temp(
+    tmp: &Path,
+    path: &Path,
+    fill: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     let sequence = TEMP_SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let temp = tmp.join(format!("{}-{sequence}", std::process::id()));
-    std::fs::write(&temp, bytes)?;
-    if let Err(e) = std::fs::rename(&temp, path) {
+    let result = fill(&temp).and_then(|()| std::fs::rename(&temp, path));
+    if result.is_err() {
         let _ = std::fs::remove_file(&temp);
-        return Err(e);
     }
-    Ok(())
+    result
 }
 
 #[cfg(test)]

@@ -7,10 +7,12 @@ pub mod aws;
 pub mod local_blobs;
 pub mod local_publisher;
 pub mod local_scheduler;
+pub mod memory_blobs;
 pub mod push;
 pub mod sqlite;
 
 pub use local_blobs::LocalBlobStore;
 pub use local_publisher::ChannelPublisher;
+pub use memory_blobs::MemoryBlobStore;
 pub use push::RecordedPush;
 pub use sqlite::SqliteStore;

@@ -79,6 +79,16 @@ fn route_table() -> Vec<AdminRoute> {
         ),
         route(Method::GET, "/operations/{id}/devices", get(list_targets)),
         route(Method::GET, "/operations/{id}/events", get(list_events)),
+        route(
+            Method::POST,
+            "/exports",
+            post(super::exports::create_export),
+        ),
+        route(
+            Method::GET,
+            "/exports/{id}",
+            get(super::exports::get_export),
+        ),
     ]
 }
 
@@ -135,7 +145,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+pub(crate) async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     let bytes = read_body(body, MAX_ADMIN_BODY_BYTES).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
@@ -161,7 +171,7 @@ fn page(query: &BTreeMap<String, String>) -> Result<PageRequest, ApiError> {
     })
 }
 
-fn invalid_query(field: &str, value: &str, message: String) -> ApiError {
+pub(crate) fn invalid_query(field: &str, value: &str, message: String) -> ApiError {
     let mut error = ApiError::bad_request(format!("invalid query parameter {field}: {message}"));
     error
         .details
@@ -517,6 +527,35 @@ async fn list_operations(
     State(state): State<AppState>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    let Some(filter) = operation_filter(&query)? else {
+        return Ok(Json(json!({ "items": [], "next_cursor": null })));
+    };
+    let now = state.services.now();
+    let page = state
+        .services
+        .list_operations(&filter, &page(&query)?)
+        .await?;
+    Ok(Json(page_json(page, |o| OperationView::new(o, now))))
+}
+
+/// Query parameters [`operation_filter`] reads.
+pub(crate) const OPERATION_FILTER_PARAMS: [&str; 8] = [
+    "state",
+    "product_version",
+    "group_id",
+    "from",
+    "to",
+    "type",
+    "protocol",
+    "view",
+];
+
+/// Parses the filters of `GET /operations`, shared with operations exports.
+/// Returns `None` when the filters can match no operation: a `view` and a
+/// `state` that have no state in common.
+pub(crate) fn operation_filter(
+    query: &BTreeMap<String, String>,
+) -> Result<Option<OperationFilter>, ApiError> {
     let mut states: Vec<OperationState> = match query.get("state") {
         None => Vec::new(),
         Some(text) => text
@@ -543,25 +582,19 @@ async fn list_operations(
         } else {
             states.retain(|s| view_states.contains(s));
             if states.is_empty() {
-                return Ok(Json(json!({ "items": [], "next_cursor": null })));
+                return Ok(None);
             }
         }
     }
-    let filter = OperationFilter {
+    Ok(Some(OperationFilter {
         states,
         product_version: query.get("product_version").cloned(),
         group_id: query.get("group_id").cloned(),
-        kind: parse_param::<OperationType>(&query, "type")?,
-        protocol: parse_param::<Protocol>(&query, "protocol")?,
-        from: parse_time(&query, "from")?,
-        to: parse_time(&query, "to")?,
-    };
-    let now = state.services.now();
-    let page = state
-        .services
-        .list_operations(&filter, &page(&query)?)
-        .await?;
-    Ok(Json(page_json(page, |o| OperationView::new(o, now))))
+        kind: parse_param::<OperationType>(query, "type")?,
+        protocol: parse_param::<Protocol>(query, "protocol")?,
+        from: parse_time(query, "from")?,
+        to: parse_time(query, "to")?,
+    }))
 }
 
 async fn get_operation(
@@ -585,12 +618,7 @@ async fn list_targets(
     Path(id): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = TargetFilter {
-        status: parse_param::<TargetStatus>(&query, "status")?,
-        group_id: query.get("group_id").cloned(),
-        q: query.get("q").cloned(),
-        ..Default::default()
-    };
+    let filter = target_filter(&query)?;
     let page = state
         .services
         .list_target_views(&id, &filter, &page(&query)?)
@@ -603,10 +631,7 @@ async fn list_events(
     Path(id): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = EventFilter {
-        device_id: query.get("device_id").cloned(),
-        event_type: parse_param::<EventType>(&query, "type")?,
-    };
+    let filter = event_filter(&query)?;
     let page = state
         .services
         .list_events(&id, &filter, &page(&query)?)
@@ -635,6 +660,32 @@ async fn device_timeline(
         .device_timeline(&udid, &page(&query)?)
         .await?;
     Ok(Json(page_json(page, Clone::clone)))
+}
+
+/// Query parameters [`target_filter`] reads.
+pub(crate) const TARGET_FILTER_PARAMS: [&str; 3] = ["status", "group_id", "q"];
+
+/// Parses the filters of `GET /operations/{id}/devices`, shared with
+/// device-status exports.
+pub(crate) fn target_filter(query: &BTreeMap<String, String>) -> Result<TargetFilter, ApiError> {
+    Ok(TargetFilter {
+        status: parse_param::<TargetStatus>(query, "status")?,
+        group_id: query.get("group_id").cloned(),
+        q: query.get("q").cloned(),
+        ..Default::default()
+    })
+}
+
+/// Query parameters [`event_filter`] reads.
+pub(crate) const EVENT_FILTER_PARAMS: [&str; 2] = ["device_id", "type"];
+
+/// Parses the filters of `GET /operations/{id}/events`, shared with events
+/// exports.
+pub(crate) fn event_filter(query: &BTreeMap<String, String>) -> Result<EventFilter, ApiError> {
+    Ok(EventFilter {
+        device_id: query.get("device_id").cloned(),
+        event_type: parse_param::<EventType>(query, "type")?,
+    })
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 
 pub mod admin;
 pub mod device;
+pub mod downloads;
 pub mod error;
+pub mod exports;
 
 use std::sync::Arc;
 

@@ -3507,6 +3507,7 @@ pub mod blobs {
         keys_sharing_prefix_stay_apart(&new_store().await).await;
         invalid_keys_are_rejected(&new_store().await).await;
         download_url_checks_expiry(&new_store().await).await;
+        put_file_stores_file_contents(&new_store().await).await;
     }
 
     /// Keys that break the rules of [`crate::ports::validate_blob_key`],
@@ -3651,6 +3652,61 @@ pub mod blobs {
                 &format!("download_url with a key with {rule} ({key:?})"),
             );
         }
+    }
+
+    /// Checks that `put_file` stores a file's exact bytes, replaces an earlier
+    /// body, leaves the file in place and rejects invalid keys and a missing
+    /// file. The file is 3 MiB so that it spans many read chunks.
+    pub async fn put_file_stores_file_contents<S: BlobStore + ?Sized>(store: &S) {
+        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "osdeploy-contract-put-file-{}-{sequence}.csv",
+            std::process::id()
+        ));
+        let contents: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+        expect_ok(
+            std::fs::write(&path, &contents).map_err(|e| StoreError::backend("write", e)),
+            "write the source file",
+        );
+        let key = "exports/op-1/large.csv";
+        put(store, key, b"an earlier body").await;
+
+        expect_ok(
+            store.put_file(key, "text/csv", &path).await,
+            "put_file of a 3 MiB file",
+        );
+        let stored = get(store, key).await;
+        assert_eq!(
+            stored.as_ref().map(Vec::len),
+            Some(contents.len()),
+            "put_file must store every byte of the file"
+        );
+        assert!(
+            stored == Some(contents.clone()),
+            "put_file must store the file's bytes unchanged"
+        );
+        assert!(
+            path.is_file(),
+            "put_file must leave the source file in place"
+        );
+        assert_invalid_input(
+            store.put_file("exports/../a.csv", "text/csv", &path).await,
+            "put_file with a key with a parent segment",
+        );
+        let _ = std::fs::remove_file(&path);
+        let missing = store
+            .put_file("exports/missing.csv", "text/csv", &path)
+            .await;
+        assert!(
+            missing.is_err(),
+            "put_file of a missing file must fail, got {missing:?}"
+        );
+        assert_eq!(
+            get(store, "exports/missing.csv").await,
+            None,
+            "a failed put_file must store nothing"
+        );
     }
 
     /// Checks that `download_url` accepts expiries from one second to

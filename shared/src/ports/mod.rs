@@ -235,8 +235,9 @@ pub trait GroupStore: Send + Sync {
     async fn groups_of(&self, udids: &[String]) -> StoreResult<Vec<(String, Group)>>;
 }
 
-/// Filters for the operations list.
-#[derive(Debug, Clone, Default)]
+/// Filters for the operations list. Serializable so that an export job
+/// can store the filter it runs with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OperationFilter {
     pub states: Vec<OperationState>,
     pub product_version: Option<String>,
@@ -250,7 +251,7 @@ pub struct OperationFilter {
 }
 
 /// Filters for an operation's targets.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TargetFilter {
     pub status: Option<TargetStatus>,
     pub group_id: Option<String>,
@@ -337,7 +338,7 @@ pub trait OperationStore: Send + Sync {
 }
 
 /// Filters for an operation's events.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EventFilter {
     pub device_id: Option<String>,
     pub event_type: Option<EventType>,
@@ -395,6 +396,8 @@ pub enum Job {
         time_zone: String,
         due_at: Timestamp,
     },
+    /// Write the CSV file of one export request.
+    Export { export_id: String },
 }
 
 impl Job {
@@ -403,7 +406,7 @@ impl Job {
             Job::MdmDeadline { operation_id, .. }
             | Job::UpdateExpiry { operation_id }
             | Job::Reminder { operation_id, .. } => Some(operation_id),
-            Job::PurgeEvents | Job::Sweep => None,
+            Job::PurgeEvents | Job::Sweep | Job::Export { .. } => None,
         }
     }
 }
@@ -523,6 +526,16 @@ pub trait BlobStore: Send + Sync {
     /// PutObject takes up to 5 GiB; exports far below that need no multipart
     /// upload.
     async fn put(&self, key: &str, content_type: &str, body: Vec<u8>) -> StoreResult<()>;
+
+    /// Stores the contents of the local file at `path` under `key`, like
+    /// [`BlobStore::put`], reading the file as a stream so that memory does
+    /// not grow with its size. The file is left in place.
+    async fn put_file(
+        &self,
+        key: &str,
+        content_type: &str,
+        path: &std::path::Path,
+    ) -> StoreResult<()>;
 
     /// Returns the body stored under `key`, or `None` when there is none.
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;

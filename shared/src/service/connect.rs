@@ -267,8 +267,9 @@ impl Services {
                 };
                 match status_result_reading(&target, &response) {
                     StatusReading::Signals(signals, detail) => {
+                        let progress = super::mdm::status_progress(&target, &response);
                         for signal in signals {
-                            work.apply(self, signal, Some(detail.clone()), json!({}));
+                            work.apply(self, signal, Some(detail.clone()), progress.clone());
                         }
                     }
                     StatusReading::Vanished => {

@@ -420,14 +420,16 @@ impl Services {
                         json!({ "install_state": state.as_str() }),
                     );
                 }
-                InstallState::Downloading => {
-                    work.apply(self, Signal::Downloading, detail.clone(), json!({}))
-                }
-                InstallState::Prepared => {
-                    work.apply(self, Signal::Downloaded, detail.clone(), json!({}))
-                }
-                InstallState::Installing => {
-                    work.apply(self, Signal::Installing, detail.clone(), json!({}))
+                // DDM reports no percentage: the install state is the
+                // progress the event can carry.
+                InstallState::Downloading | InstallState::Prepared | InstallState::Installing => {
+                    let signal = match state {
+                        InstallState::Downloading => Signal::Downloading,
+                        InstallState::Prepared => Signal::Downloaded,
+                        _ => Signal::Installing,
+                    };
+                    let progress = json!({ "install_state": state.as_str() });
+                    work.apply(self, signal, detail.clone(), progress)
                 }
                 InstallState::Unknown(value) => {
                     work.event(

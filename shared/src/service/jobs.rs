@@ -46,6 +46,7 @@ impl Services {
                 time_zone,
                 due_at,
             } => self.run_reminder(operation_id, time_zone, *due_at).await,
+            Job::Export { export_id } => self.run_export(export_id).await,
         }
     }
 

@@ -209,6 +209,27 @@ pub enum StatusReading {
     NothingNew,
 }
 
+/// Returns the progress an `OSUpdateStatus` result gives for the target's
+/// update, for the details of the event a status move records:
+/// `download_percent` (0 to 100, from `DownloadPercentComplete` 0.0 to
+/// 1.0), `is_downloaded` and the device's `os_update_status`. MDM reports
+/// no install percentage. Empty when the update is not listed.
+pub fn status_progress(target: &Target, response: &OsUpdateStatusResponse) -> serde_json::Value {
+    let Some(item) = response
+        .os_update_status
+        .iter()
+        .find(|item| matches_update(target, &item.product_key))
+    else {
+        return serde_json::json!({});
+    };
+    let percent = (item.download_percent_complete.clamp(0.0, 1.0) * 100.0).round() as i64;
+    serde_json::json!({
+        "download_percent": percent,
+        "is_downloaded": item.is_downloaded,
+        "os_update_status": item.status.as_str(),
+    })
+}
+
 pub fn status_result_reading(target: &Target, response: &OsUpdateStatusResponse) -> StatusReading {
     let item = response
         .os_update_status

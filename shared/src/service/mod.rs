@@ -10,6 +10,7 @@ pub mod checkin;
 pub mod connect;
 pub mod ddm;
 pub mod errors;
+pub mod exports;
 pub mod import;
 pub mod inventory;
 pub mod jobs;
@@ -33,8 +34,8 @@ use jiff::{SignedDuration, Timestamp};
 use crate::catalog::Catalog;
 use crate::domain::{Actor, Clock, EVENT_RETENTION, Event, EventType, IdGenerator, RetryPolicies};
 use crate::ports::{
-    CatalogStore, DeviceStore, EventStore, GroupStore, OperationStore, Push, ScheduleStore,
-    Scheduler,
+    BlobStore, CatalogStore, DeviceStore, EventStore, GroupStore, OperationStore, Push,
+    ScheduleStore, Scheduler,
 };
 
 pub use errors::{FieldError, ServiceError, ServiceResult};
@@ -64,6 +65,9 @@ pub struct ServiceConfig {
     /// How long a device may go without checking in before the preview's
     /// readiness check and the operation's device list flag it as silent.
     pub silent_after: jiff::SignedDuration,
+    /// Lifetime of an export's download URL, counted from each
+    /// `GET /exports/{id}`; at most [`crate::ports::MAX_DOWNLOAD_URL_EXPIRY`].
+    pub export_link_expiry: jiff::SignedDuration,
 }
 
 impl Default for ServiceConfig {
@@ -75,6 +79,7 @@ impl Default for ServiceConfig {
             stall_fail_after: DEFAULT_STALL_FAIL_AFTER,
             details_url: None,
             silent_after: readiness::DEFAULT_SILENT_AFTER,
+            export_link_expiry: exports::DEFAULT_LINK_EXPIRY,
         }
     }
 }
@@ -91,11 +96,13 @@ pub struct Ports {
     pub schedules: Option<Arc<dyn ScheduleStore>>,
     pub catalogs: Arc<dyn CatalogStore>,
     pub push: Arc<dyn Push>,
+    /// Export files and their job records.
+    pub blobs: Arc<dyn BlobStore>,
 }
 
 impl Ports {
     /// Serves every store port from one adapter that implements them all.
-    pub fn from_store<S>(store: Arc<S>, push: Arc<dyn Push>) -> Ports
+    pub fn from_store<S>(store: Arc<S>, push: Arc<dyn Push>, blobs: Arc<dyn BlobStore>) -> Ports
     where
         S: DeviceStore
             + GroupStore
@@ -115,6 +122,7 @@ impl Ports {
             schedules: Some(store.clone()),
             catalogs: store,
             push,
+            blobs,
         }
     }
 }

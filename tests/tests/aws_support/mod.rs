@@ -123,3 +123,34 @@ pub async fn fresh_store(client: &Client, label: &str) -> DynamoStore {
     }
     DynamoStore::new(client.clone(), tables)
 }
+
+static BUCKETS: AtomicU64 = AtomicU64::new(0);
+
+/// Creates a new bucket on the emulator and returns its name,
+/// `osdeploy-<label>-<process id>-<counter>-<milliseconds>` (bucket names
+/// allow lowercase letters, digits and '-', at most 63 characters).
+pub async fn unique_bucket(sdk: &aws_config::SdkConfig, label: &str) -> String {
+    let n = BUCKETS.fetch_add(1, Ordering::Relaxed);
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() % 1_000_000_000)
+        .unwrap_or(0);
+    let bucket = format!("osdeploy-{label}-{}-{n}-{started}", std::process::id());
+    if let Err(error) = s3_client(sdk).create_bucket().bucket(&bucket).send().await {
+        panic!(
+            "creating bucket {bucket} on the emulator at {} failed: {error:?}",
+            endpoint()
+        );
+    }
+    bucket
+}
+
+/// Builds an S3 client of the emulator with path-style addressing, because
+/// bucket subdomains of 127.0.0.1 do not resolve.
+pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}

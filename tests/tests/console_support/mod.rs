@@ -56,7 +56,11 @@ impl<S: ConsoleStore> Console<S> {
         // Schedules are not read here; an in-memory SQLite store takes them
         // so that DynamoDB runs need no EventBridge Scheduler.
         let scheduling = Arc::new(SqliteStore::in_memory().expect("in-memory store"));
-        let mut ports = Ports::from_store(scheduling, Arc::new(RecordedPush::default()));
+        let mut ports = Ports::from_store(
+            scheduling,
+            Arc::new(RecordedPush::default()),
+            Arc::new(osdeploy_shared::adapters::MemoryBlobStore::new()),
+        );
         ports.devices = store.clone();
         ports.groups = store.clone();
         ports.operations = store.clone();

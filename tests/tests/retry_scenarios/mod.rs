@@ -61,7 +61,11 @@ impl Harness {
         let store = Arc::new(SqliteStore::in_memory().expect("in-memory SQLite store"));
         let push = Arc::new(RecordedPush::default());
         let clock = start_clock();
-        let ports = Ports::from_store(store.clone(), push.clone());
+        let ports = Ports::from_store(
+            store.clone(),
+            push.clone(),
+            Arc::new(osdeploy_shared::adapters::MemoryBlobStore::new()),
+        );
         Harness {
             services: services(ports, clock.clone(), config),
             clock,

@@ -615,8 +615,8 @@ pub async fn user_installs_are_recorded(h: &Harness) {
     .await;
     assert_eq!(
         h.status_of(&admin, "PHONE-BUSY").await,
-        Some(TargetStatus::Installed),
-        "the running operation gave this device the version"
+        Some(TargetStatus::Obsolete),
+        "the running operation covers this device; its first report already shows the target"
     );
     assert_eq!(h.status_of(&operation_id, "PHONE-BUSY").await, None);
 

@@ -92,6 +92,31 @@ impl BlobStore for S3BlobStore {
         Ok(())
     }
 
+    async fn put_file(
+        &self,
+        key: &str,
+        content_type: &str,
+        path: &std::path::Path,
+    ) -> StoreResult<()> {
+        validate_blob_key(key)?;
+        // ByteStream::from_path reads the file in chunks while sending, and
+        // sets the Content-Length from the file's size.
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| self.error("PutObject file read", key, e))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .server_side_encryption(ServerSideEncryption::Aes256)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.error("PutObject", key, e))?;
+        Ok(())
+    }
+
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
         validate_blob_key(key)?;
         let output = match self
