@@ -318,6 +318,7 @@ mod tests {
         let config = Config::from_lookup(lookup(&[
             ("OSDEPLOY_STATE_TABLE", "s"),
             ("OSDEPLOY_EVENTS_TABLE", "e"),
+            ("OSDEPLOY_EXPORTS_BUCKET", "b"),
             (
                 "OSDEPLOY_RETRY_POLICY",
                 r#"{"default": {"max_attempts": 4, "initial_backoff_seconds": 900}}"#,
@@ -334,6 +335,7 @@ mod tests {
         let base = [
             ("OSDEPLOY_STATE_TABLE", "s"),
             ("OSDEPLOY_EVENTS_TABLE", "e"),
+            ("OSDEPLOY_EXPORTS_BUCKET", "b"),
         ];
         let config = Config::from_lookup(lookup(
             &[&base[..], &[("OSDEPLOY_SILENT_AFTER_HOURS", "12")]].concat(),
