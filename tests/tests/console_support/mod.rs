@@ -951,4 +951,22 @@ pub async fn read_routes_match_document<S: ConsoleStore>(console: &Console<S>) {
         assert_eq!(status, expected, "GET {uri}: {body}");
         assert_documented("GET", template, status, &body);
     }
+
+    // Exports: the queued record, its state, and a rejected request.
+    let request =
+        json!({ "kind": "events", "operation_id": "op-1", "filters": { "type": "command_sent" } });
+    let (status, queued) = console
+        .send("POST", "/api/v1/exports", Some(&request))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "POST /exports: {queued}");
+    assert_documented("POST", "/exports", status, &queued);
+    let id = queued["id"].as_str().expect("export id");
+    let (status, export) = console.get(&format!("/exports/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "GET /exports/{id}: {export}");
+    assert_documented("GET", "/exports/{id}", status, &export);
+    let (status, rejected) = console
+        .send("POST", "/api/v1/exports", Some(&json!({ "kind": "bogus" })))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{rejected}");
+    assert_documented("POST", "/exports", status, &rejected);
 }
