@@ -22,7 +22,7 @@ unit:
 	scripts/moto.sh start
 	status=0; \
 	OSDEPLOY_TEST_AWS_ENDPOINT="http://127.0.0.1:$$(cat .moto.port)" AWS_EC2_METADATA_DISABLED=true \
-		$(CARGO) test --workspace --all-features --locked || status=$$?; \
+		$(CARGO) test --workspace --all-features --locked --no-fail-fast || status=$$?; \
 	scripts/moto.sh stop; \
 	exit $$status
 
