@@ -199,7 +199,13 @@ pub async fn run_demo(args: &DemoArgs) -> Result<DemoOutcome, DemoError> {
                 "update": { "product_version": fleet.config().targets.macos.version },
                 "protocol": "mdm",
                 "targets": { "device_ids": ids(&mdm_macs) },
-                "install": { "method": "enforce_at_schedule", "local_date_time": deadline.as_str(), "time_zone": "device_local" },
+                "install": {
+                    "method": "enforce_at_schedule",
+                    "local_date_time": deadline.as_str(),
+                    "time_zone": "device_local",
+                    // NotifyOnly nudges 8 and 4 hours before each zone's deadline.
+                    "reminders": [{ "hours_before": 8, "repeat_every_hours": 4 }],
+                },
             }),
         ),
         (
@@ -288,6 +294,10 @@ pub async fn run_demo(args: &DemoArgs) -> Result<DemoOutcome, DemoError> {
         }
         outcome.operations.push(overview);
     }
+    print_dashboard(&admin).await?;
+    if let Some(operation) = operations.first() {
+        print_export(&admin, operation).await?;
+    }
     let stats = fleet.stats();
     outcome.wall = started.elapsed();
     outcome.peak_rss_kib = peak_rss_kib();
@@ -358,11 +368,13 @@ fn print_summary(
     );
     let notable: Vec<String> = [
         "retry",
+        "reminder_sent",
         "download_failed",
         "installation_failed",
         "user_approval",
         "command_not_now",
         "obsolete",
+        "deprecated",
         "unknown_value",
         "report_ignored",
     ]
@@ -370,6 +382,88 @@ fn print_summary(
     .filter_map(|t| by_type.get(*t).map(|n| format!("{t} {n}")))
     .collect();
     println!("  {events} events recorded ({})", notable.join(", "));
+}
+
+/// Prints the dashboard summary of the demo's period, each figure with the
+/// list query that reproduces it.
+async fn print_dashboard(admin: &AdminClient) -> Result<(), DemoError> {
+    let summary = admin
+        .get(&format!("/operations/summary?from={DEMO_START}"))
+        .await?;
+    let figure = |value: &Value| value["count"].as_u64().unwrap_or(0);
+    let group = |name: &str| -> String {
+        summary[name]
+            .as_object()
+            .map(|figures| {
+                figures
+                    .iter()
+                    .map(|(key, value)| format!("{key} {}", figure(value)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    println!(
+        "dashboard since {DEMO_START}: {} operations ({}); by type: {}; by protocol: {}",
+        figure(&summary["total"]),
+        group("by_state"),
+        group("by_type"),
+        group("by_protocol")
+    );
+    if let Some(href) = summary["by_state"]["finished"]["href"].as_str() {
+        println!("  finished operations list: {href}");
+    }
+    Ok(())
+}
+
+/// Exports an operation's events to CSV through the export job and prints
+/// the signed download link.
+async fn print_export(admin: &AdminClient, operation: &DemoOperation) -> Result<(), DemoError> {
+    let queued = admin
+        .post(
+            "/exports",
+            &json!({ "kind": "events", "operation_id": operation.id }),
+        )
+        .await?;
+    let id = queued["id"].as_str().unwrap_or_default().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let export = admin.get(&format!("/exports/{id}")).await?;
+        match export["state"].as_str() {
+            Some("done") => {
+                let url = export["url"].as_str().unwrap_or_default();
+                // Fetch the link as a browser would: no bearer token, the
+                // signature in the URL is the credential.
+                let body = reqwest::get(url)
+                    .await
+                    .and_then(|response| response.error_for_status())
+                    .map_err(|e| DemoError::Setup(format!("downloading export {id}: {e}")))?
+                    .bytes()
+                    .await
+                    .map_err(|e| DemoError::Setup(format!("downloading export {id}: {e}")))?;
+                println!(
+                    "export {id}: {} events of {} as CSV ({} bytes downloaded), link valid until {}:\n  {url}",
+                    export["rows"],
+                    operation.label,
+                    body.len(),
+                    export["expires_at"].as_str().unwrap_or("?"),
+                );
+                return Ok(());
+            }
+            Some("failed") => {
+                return Err(DemoError::Setup(format!(
+                    "export {id} failed: {}",
+                    export["error"]
+                )));
+            }
+            _ if Instant::now() > deadline => {
+                return Err(DemoError::Setup(format!(
+                    "export {id} did not finish within 60 s: {export}"
+                )));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Shows progress until every operation finished or `finished` is set.
