@@ -437,10 +437,10 @@ async fn print_export(admin: &AdminClient, operation: &DemoOperation) -> Result<
                 let body = reqwest::get(url)
                     .await
                     .and_then(|response| response.error_for_status())
-                    .map_err(|e| DemoError::Setup(format!("downloading export {id}: {e}")))?
+                    .map_err(|e| DemoError::Setup(format!("failed to download export {id}: {e}")))?
                     .bytes()
                     .await
-                    .map_err(|e| DemoError::Setup(format!("downloading export {id}: {e}")))?;
+                    .map_err(|e| DemoError::Setup(format!("failed to download export {id}: {e}")))?;
                 println!(
                     "export {id}: {} events of {} as CSV ({} bytes downloaded), link valid until {}:\n  {url}",
                     export["rows"],
@@ -458,7 +458,7 @@ async fn print_export(admin: &AdminClient, operation: &DemoOperation) -> Result<
             }
             _ if Instant::now() > deadline => {
                 return Err(DemoError::Setup(format!(
-                    "export {id} did not finish within 60 s: {export}"
+                    "export {id} timed out: not done within 60 s ({export})"
                 )));
             }
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
