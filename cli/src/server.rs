@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use osdeploy_shared::adapters::{RecordedPush, SqliteStore, local_scheduler};
+use osdeploy_shared::adapters::{ChannelPublisher, RecordedPush, SqliteStore, local_scheduler};
 use osdeploy_shared::catalog::{Catalog, ModelIndex};
 use osdeploy_shared::domain::{AcceleratedClock, Clock, ManualClock, SystemClock, UlidGenerator};
 use osdeploy_shared::http::{AppState, router};
@@ -88,6 +88,8 @@ pub struct ServerHandle {
     pub services: Arc<Services>,
     pub store: Arc<SqliteStore>,
     pub push: Arc<RecordedPush>,
+    /// Every stored event, for in-process subscribers.
+    pub publisher: Arc<ChannelPublisher>,
     pub admin_token: String,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
@@ -253,7 +255,8 @@ pub async fn start(config: ServeConfig) -> Result<ServerHandle, ServeError> {
         );
     }
     let push = Arc::new(RecordedPush::default());
-    let ports = Ports::from_store(store.clone(), push.clone());
+    let publisher = Arc::new(ChannelPublisher::default());
+    let ports = Ports::from_store(store.clone(), push.clone(), publisher.clone());
     let services = Arc::new(Services::new(
         ports,
         clock,
@@ -302,6 +305,7 @@ pub async fn start(config: ServeConfig) -> Result<ServerHandle, ServeError> {
         services,
         store,
         push,
+        publisher,
         admin_token,
         shutdown,
         server,

@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use osdeploy_shared::adapters::RecordedPush;
 use osdeploy_shared::adapters::aws::AwsSettings;
+use osdeploy_shared::adapters::aws::EventBridgePublisher;
 use osdeploy_shared::adapters::aws::dynamodb::{DynamoStore, DynamoTables};
 use osdeploy_shared::adapters::aws::scheduler::{EventBridgeScheduler, SchedulerSettings};
 use osdeploy_shared::catalog::Catalog;
 use osdeploy_shared::domain::{SystemClock, UlidGenerator};
 use osdeploy_shared::http::AppState;
-use osdeploy_shared::ports::ScheduleStore;
+use osdeploy_shared::ports::{EventPublisher, ScheduleStore};
 use osdeploy_shared::service::{Ports, ServiceConfig, Services};
 
 /// Configuration from the environment; a missing or bad variable fails the
@@ -30,6 +31,10 @@ pub struct Config {
     /// `OSDEPLOY_SCHEDULED_JOB_ARN`; only functions that create schedules
     /// need them.
     pub scheduler: Option<SchedulerSettings>,
+    /// `OSDEPLOY_EVENT_BUS`: the EventBridge bus (name or ARN) that stored
+    /// events are published to. Unset, events are only stored, and a
+    /// warning says so at cold start.
+    pub event_bus: Option<String>,
     /// `OSDEPLOY_AWS_ENDPOINT`: an emulator's endpoint, for local runs and
     /// tests; unset in AWS. Static test credentials come with it.
     pub endpoint_url: Option<String>,
@@ -85,6 +90,7 @@ impl Config {
             state_table: required(&lookup, "OSDEPLOY_STATE_TABLE")?,
             events_table: required(&lookup, "OSDEPLOY_EVENTS_TABLE")?,
             scheduler,
+            event_bus: lookup("OSDEPLOY_EVENT_BUS").filter(|b| !b.is_empty()),
             endpoint_url: lookup("OSDEPLOY_AWS_ENDPOINT").filter(|e| !e.is_empty()),
             region: lookup("AWS_REGION")
                 .filter(|r| !r.is_empty())
@@ -113,6 +119,22 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("could not set up the scheduler")]
     Scheduler(#[source] osdeploy_shared::ports::StoreError),
+    #[error("could not set up the event publisher; check OSDEPLOY_EVENT_BUS")]
+    Publisher(#[source] osdeploy_shared::ports::StoreError),
+}
+
+/// The publisher of a function without an event bus: stores nothing
+/// elsewhere, because the events are already in the audit trail.
+struct NoPublisher;
+
+#[async_trait::async_trait]
+impl osdeploy_shared::ports::EventPublisher for NoPublisher {
+    async fn publish(
+        &self,
+        _events: &[osdeploy_shared::domain::Event],
+    ) -> osdeploy_shared::ports::StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// A scheduler for functions that never create schedules: refuses loudly
@@ -158,6 +180,18 @@ pub async fn services(config: &Config) -> Result<Arc<Services>, StartError> {
         ),
         None => Arc::new(NoScheduler),
     };
+    let publisher: Arc<dyn EventPublisher> = match &config.event_bus {
+        Some(bus) => Arc::new(
+            EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&sdk), bus.clone())
+                .map_err(StartError::Publisher)?,
+        ),
+        None => {
+            tracing::warn!(
+                "OSDEPLOY_EVENT_BUS is not set: events are stored but not published to EventBridge"
+            );
+            Arc::new(NoPublisher)
+        }
+    };
     let ports = Ports {
         devices: store.clone(),
         groups: store.clone(),
@@ -169,6 +203,7 @@ pub async fn services(config: &Config) -> Result<Arc<Services>, StartError> {
         // NOTE: APNs is not wired yet: pushes are counted, and devices are
         // reached at their next regular check-in.
         push: Arc::new(RecordedPush::default()),
+        publisher,
     };
     Ok(Arc::new(Services::new(
         ports,

@@ -30,7 +30,7 @@ use osdeploy_cli::simulate::{Fleet, FleetConfig, FleetMix, FleetStats, SimDevice
 use osdeploy_shared::adapters::aws::AwsSettings;
 use osdeploy_shared::adapters::aws::dynamodb::{DynamoStore, DynamoTables, create_tables};
 use osdeploy_shared::adapters::aws::scheduler::{EventBridgeScheduler, schedule_name};
-use osdeploy_shared::adapters::{RecordedPush, local_scheduler};
+use osdeploy_shared::adapters::{ChannelPublisher, RecordedPush, local_scheduler};
 use osdeploy_shared::catalog::Catalog;
 use osdeploy_shared::domain::{ManualClock, Platform, UlidGenerator};
 use osdeploy_shared::http::{AppState, admin_router, router};
@@ -257,6 +257,7 @@ impl Deployment {
             schedules: None,
             catalogs: store,
             push: Arc::new(RecordedPush::default()),
+            publisher: Arc::new(ChannelPublisher::default()),
         };
         let services = Arc::new(Services::new(
             ports,

@@ -7,6 +7,7 @@ pub mod aws;
 pub mod local_blobs;
 pub mod local_publisher;
 pub mod local_scheduler;
+pub mod publishing;
 pub mod push;
 pub mod sqlite;
 

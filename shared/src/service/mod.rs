@@ -24,8 +24,8 @@ use jiff::Timestamp;
 use crate::catalog::Catalog;
 use crate::domain::{Actor, Clock, EVENT_RETENTION, Event, EventType, IdGenerator, RetryPolicy};
 use crate::ports::{
-    CatalogStore, DeviceStore, EventStore, GroupStore, OperationStore, Push, ScheduleStore,
-    Scheduler,
+    CatalogStore, DeviceStore, EventPublisher, EventStore, GroupStore, OperationStore, Push,
+    ScheduleStore, Scheduler,
 };
 
 pub use errors::{FieldError, ServiceError, ServiceResult};
@@ -62,11 +62,18 @@ pub struct Ports {
     pub schedules: Option<Arc<dyn ScheduleStore>>,
     pub catalogs: Arc<dyn CatalogStore>,
     pub push: Arc<dyn Push>,
+    /// Receives every event after it is stored, best effort: see
+    /// [`crate::adapters::publishing`].
+    pub publisher: Arc<dyn EventPublisher>,
 }
 
 impl Ports {
     /// Serves every store port from one adapter that implements them all.
-    pub fn from_store<S>(store: Arc<S>, push: Arc<dyn Push>) -> Ports
+    pub fn from_store<S>(
+        store: Arc<S>,
+        push: Arc<dyn Push>,
+        publisher: Arc<dyn EventPublisher>,
+    ) -> Ports
     where
         S: DeviceStore
             + GroupStore
@@ -86,6 +93,7 @@ impl Ports {
             schedules: Some(store.clone()),
             catalogs: store,
             push,
+            publisher,
         }
     }
 }
@@ -102,13 +110,26 @@ pub struct Services {
 }
 
 impl Services {
+    /// Builds the services. The device, operation and event ports are
+    /// wrapped so that every stored event is also sent to `ports.publisher`,
+    /// so pass ports taken from another `Services` only if publishing twice
+    /// is acceptable.
     pub fn new(
-        ports: Ports,
+        mut ports: Ports,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdGenerator>,
         catalog: Arc<Catalog>,
         config: ServiceConfig,
     ) -> Self {
+        let publishing = crate::adapters::publishing::publish_stored_events(
+            ports.devices,
+            ports.operations,
+            ports.events,
+            ports.publisher.clone(),
+        );
+        ports.devices = publishing.devices;
+        ports.operations = publishing.operations;
+        ports.events = publishing.events;
         Services {
             ports,
             clock,
