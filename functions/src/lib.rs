@@ -13,10 +13,10 @@ use osdeploy_shared::adapters::aws::AwsSettings;
 use osdeploy_shared::adapters::aws::EventBridgePublisher;
 use osdeploy_shared::adapters::aws::dynamodb::{DynamoStore, DynamoTables};
 use osdeploy_shared::adapters::aws::scheduler::{EventBridgeScheduler, SchedulerSettings};
-use osdeploy_shared::catalog::Catalog;
+use osdeploy_shared::catalog::{Catalog, ModelIndex};
 use osdeploy_shared::domain::{SystemClock, UlidGenerator};
 use osdeploy_shared::http::AppState;
-use osdeploy_shared::ports::{EventPublisher, ScheduleStore};
+use osdeploy_shared::ports::{CatalogStore, EventPublisher, Job, Schedule, ScheduleStore};
 use osdeploy_shared::service::{Ports, ServiceConfig, Services};
 
 /// Configuration from the environment; a missing or bad variable fails the
@@ -32,8 +32,8 @@ pub struct Config {
     /// need them.
     pub scheduler: Option<SchedulerSettings>,
     /// `OSDEPLOY_EVENT_BUS`: the EventBridge bus (name or ARN) that stored
-    /// events are published to. Unset, events are only stored, and a
-    /// warning says so at cold start.
+    /// events are published to. When it is unset, events are only stored,
+    /// and a warning is logged at cold start.
     pub event_bus: Option<String>,
     /// `OSDEPLOY_AWS_ENDPOINT`: an emulator's endpoint, for local runs and
     /// tests; unset in AWS. Static test credentials come with it.
@@ -78,6 +78,21 @@ impl Config {
             })?;
             service.default_time_zone = zone;
         }
+        if let Some(url) = lookup("OSDEPLOY_CATALOG_URL").filter(|u| !u.is_empty()) {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError {
+                    name: "OSDEPLOY_CATALOG_URL",
+                    problem: format!(
+                        "invalid URL {url:?}: give an http:// or https:// URL, such as {}",
+                        osdeploy_shared::adapters::catalog_source::DEFAULT_CATALOG_URL
+                    ),
+                });
+            }
+            service.catalog_source.url = url;
+        }
+        service.catalog_source.ca_file = lookup("OSDEPLOY_CATALOG_CA_FILE")
+            .filter(|path| !path.is_empty())
+            .map(std::path::PathBuf::from);
         let scheduler = match lookup("OSDEPLOY_SCHEDULE_GROUP").filter(|g| !g.is_empty()) {
             None => None,
             Some(group_name) => Some(SchedulerSettings {
@@ -192,6 +207,7 @@ pub async fn services(config: &Config) -> Result<Arc<Services>, StartError> {
             Arc::new(NoPublisher)
         }
     };
+    let catalog = load_catalog(store.as_ref()).await;
     let ports = Ports {
         devices: store.clone(),
         groups: store.clone(),
@@ -209,9 +225,102 @@ pub async fn services(config: &Config) -> Result<Arc<Services>, StartError> {
         ports,
         Arc::new(SystemClock),
         Arc::new(UlidGenerator::from_entropy()),
-        Arc::new(Catalog::bundled().clone()),
+        catalog,
         config.service.clone(),
     )))
+}
+
+/// Returns the latest catalog the refresh job stored, else the bundled
+/// snapshot. A stored catalog that cannot be read is logged and skipped,
+/// because devices can still be served from the bundled one.
+async fn load_catalog(store: &DynamoStore) -> Arc<Catalog> {
+    match store.latest_catalog().await {
+        Ok(Some(bytes)) => match Catalog::from_pmv_json(&bytes, ModelIndex::bundled()) {
+            Ok(catalog) => return Arc::new(catalog),
+            Err(e) => {
+                tracing::error!(error = %e, "the stored catalog is invalid; using the bundled snapshot")
+            }
+        },
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "could not read the stored catalog; using the bundled snapshot")
+        }
+    }
+    Arc::new(Catalog::bundled().clone())
+}
+
+/// The input of the scheduled-job function: a one-time schedule from
+/// EventBridge Scheduler, or a bare job from an EventBridge rule, such as
+/// `{"job":"refresh_catalog"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum JobEvent {
+    Schedule(Schedule),
+    Job(Job),
+}
+
+impl JobEvent {
+    /// Parses the event a scheduled-job invocation received.
+    pub fn from_payload(payload: serde_json::Value) -> Result<JobEvent, String> {
+        serde_json::from_value(payload.clone()).map_err(|_| {
+            format!(
+                "the event {payload} is neither an osdeploy schedule (id, due_at, job) nor a job \
+                 such as {{\"job\":\"refresh_catalog\"}}"
+            )
+        })
+    }
+
+    /// Returns the job to run.
+    pub fn job(&self) -> &Job {
+        match self {
+            JobEvent::Schedule(schedule) => &schedule.job,
+            JobEvent::Job(job) => job,
+        }
+    }
+
+    /// Returns a name for logs: the schedule id, or the job's tag.
+    pub fn name(&self) -> String {
+        match self {
+            JobEvent::Schedule(schedule) => schedule.id.clone(),
+            JobEvent::Job(job) => job_tag(job),
+        }
+    }
+}
+
+/// Returns the job's `job` tag, such as `refresh_catalog`.
+fn job_tag(job: &Job) -> String {
+    serde_json::to_value(job)
+        .ok()
+        .and_then(|v| v["job"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "job".to_string())
+}
+
+/// Runs the job of one scheduled-job invocation. Returns
+/// `{"schedule": id, "targets": n}` for a schedule and
+/// `{"job": tag, "targets": n}` for a bare job. A failure is logged and
+/// returned with the schedule id or job tag in front.
+pub async fn handle_job_event(
+    services: &Services,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let event = JobEvent::from_payload(payload)?;
+    let name = event.name();
+    let report = match services.run_job(event.job()).await {
+        Ok(report) => report,
+        Err(e) => {
+            tracing::error!(job = %name, error = %e, "scheduled job failed");
+            return Err(format!("job {name}: {e}"));
+        }
+    };
+    tracing::info!(job = %name, count = report.targets, "scheduled job ran");
+    Ok(match event {
+        JobEvent::Schedule(schedule) => {
+            serde_json::json!({ "schedule": schedule.id, "targets": report.targets })
+        }
+        JobEvent::Job(job) => {
+            serde_json::json!({ "job": job_tag(&job), "targets": report.targets })
+        }
+    })
 }
 
 /// Builds the state the HTTP handlers get.
@@ -325,5 +434,74 @@ mod tests {
         assert!(config.endpoint_url.is_none());
         assert_eq!(config.region, "us-east-1");
         assert_eq!(config.service.default_time_zone, "UTC");
+    }
+
+    #[test]
+    fn catalog_source_reads_url_and_ca_file() {
+        let config = Config::from_lookup(lookup(&[
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+            ("OSDEPLOY_CATALOG_URL", "https://mirror.example/pmv"),
+            ("OSDEPLOY_CATALOG_CA_FILE", "/opt/apple-root.pem"),
+        ]))
+        .unwrap();
+        let source = &config.service.catalog_source;
+        assert_eq!(source.url, "https://mirror.example/pmv");
+        assert_eq!(
+            source.ca_file.as_deref(),
+            Some(std::path::Path::new("/opt/apple-root.pem"))
+        );
+    }
+
+    #[test]
+    fn catalog_source_defaults_to_apple() {
+        let config = Config::from_lookup(lookup(&[
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.service.catalog_source.url,
+            "https://gdmf.apple.com/v2/pmv"
+        );
+        assert!(config.service.catalog_source.ca_file.is_none());
+        assert!(config.event_bus.is_none());
+    }
+
+    #[test]
+    fn bad_catalog_url_names_the_variable() {
+        let error = Config::from_lookup(lookup(&[
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+            ("OSDEPLOY_CATALOG_URL", "gdmf.apple.com/v2/pmv"),
+        ]))
+        .unwrap_err();
+        assert_eq!(error.name, "OSDEPLOY_CATALOG_URL");
+        assert!(
+            error.problem.contains("gdmf.apple.com/v2/pmv"),
+            "{}",
+            error.problem
+        );
+    }
+
+    #[test]
+    fn job_event_accepts_schedule_or_job() {
+        let schedule = JobEvent::from_payload(serde_json::json!({
+            "id": "expiry:op-1",
+            "due_at": "2026-08-22T23:00:00Z",
+            "job": { "job": "update_expiry", "operation_id": "op-1" },
+        }))
+        .unwrap();
+        assert_eq!(schedule.name(), "expiry:op-1");
+        assert_eq!(
+            schedule.job(),
+            &Job::UpdateExpiry {
+                operation_id: "op-1".into()
+            }
+        );
+
+        let bare = JobEvent::from_payload(serde_json::json!({ "job": "refresh_catalog" })).unwrap();
+        assert_eq!(bare.name(), "refresh_catalog");
+        assert_eq!(bare.job(), &Job::RefreshCatalog);
     }
 }

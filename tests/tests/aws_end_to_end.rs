@@ -119,16 +119,9 @@ fn unique_group_name() -> String {
 }
 
 /// Runs the scheduled-job function's handler, whose event is the schedule as
-/// JSON. NOTE: the binary keeps these lines inline in its `main`, so they are
-/// repeated here, and a change there must be made here too.
+/// JSON.
 async fn scheduled_job(services: &Services, payload: Value) -> Result<Value, String> {
-    let schedule: Schedule = serde_json::from_value(payload)
-        .map_err(|e| format!("the event is not an osdeploy schedule: {e}"))?;
-    let report = services
-        .run_job(&schedule.job)
-        .await
-        .map_err(|e| format!("schedule {}: {e}", schedule.id))?;
-    Ok(json!({ "schedule": schedule.id, "targets": report.targets }))
+    osdeploy_functions::handle_job_event(services, payload).await
 }
 
 /// A schedule that ran, without the operation id, which differs per run.

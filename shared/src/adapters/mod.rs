@@ -4,6 +4,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod catalog_source;
 pub mod local_blobs;
 pub mod local_publisher;
 pub mod local_scheduler;

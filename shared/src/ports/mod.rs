@@ -376,6 +376,8 @@ pub enum Job {
     UpdateExpiry { operation_id: String },
     /// Purge events past their retention.
     PurgeEvents,
+    /// Download Apple's catalog, store it and use it from now on.
+    RefreshCatalog,
 }
 
 impl Job {
@@ -384,7 +386,7 @@ impl Job {
             Job::MdmDeadline { operation_id, .. } | Job::UpdateExpiry { operation_id } => {
                 Some(operation_id)
             }
-            Job::PurgeEvents => None,
+            Job::PurgeEvents | Job::RefreshCatalog => None,
         }
     }
 }

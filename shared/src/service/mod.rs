@@ -38,6 +38,8 @@ pub struct ServiceConfig {
     pub retry_policy: RetryPolicy,
     /// Page used by the enforcement declaration's DetailsURL, if any.
     pub details_url: Option<String>,
+    /// Where [`crate::ports::Job::RefreshCatalog`] downloads the catalog from.
+    pub catalog_source: crate::adapters::catalog_source::CatalogSource,
 }
 
 impl Default for ServiceConfig {
@@ -46,6 +48,7 @@ impl Default for ServiceConfig {
             default_time_zone: crate::domain::deadline::DEFAULT_TIME_ZONE.to_string(),
             retry_policy: RetryPolicy::default(),
             details_url: None,
+            catalog_source: Default::default(),
         }
     }
 }

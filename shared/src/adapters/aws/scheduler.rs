@@ -503,7 +503,7 @@ fn id_digest(id: &str) -> String {
 fn expression_zone(job: &Job) -> &str {
     match job {
         Job::MdmDeadline { time_zone, .. } => time_zone,
-        Job::UpdateExpiry { .. } | Job::PurgeEvents => "UTC",
+        Job::UpdateExpiry { .. } | Job::PurgeEvents | Job::RefreshCatalog => "UTC",
     }
 }
 
