@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use osdeploy_shared::adapters::RecordedPush;
+use osdeploy_shared::adapters::apns::{ApnsError, ApnsPush, ApnsSettings};
 use osdeploy_shared::adapters::aws::AwsSettings;
 use osdeploy_shared::adapters::aws::EventBridgePublisher;
 use osdeploy_shared::adapters::aws::dynamodb::{DynamoStore, DynamoTables};
@@ -16,7 +17,7 @@ use osdeploy_shared::adapters::aws::scheduler::{EventBridgeScheduler, SchedulerS
 use osdeploy_shared::catalog::{Catalog, ModelIndex};
 use osdeploy_shared::domain::{SystemClock, UlidGenerator};
 use osdeploy_shared::http::AppState;
-use osdeploy_shared::ports::{CatalogStore, EventPublisher, Job, Schedule, ScheduleStore};
+use osdeploy_shared::ports::{CatalogStore, EventPublisher, Job, Push, Schedule, ScheduleStore};
 use osdeploy_shared::service::{Ports, ServiceConfig, Services};
 
 /// Configuration from the environment; a missing or bad variable fails the
@@ -35,6 +36,11 @@ pub struct Config {
     /// events are published to. When it is unset, events are only stored,
     /// and a warning is logged at cold start.
     pub event_bus: Option<String>,
+    /// `OSDEPLOY_APNS_CERT` and `OSDEPLOY_APNS_KEY` (each PEM text or a
+    /// path to a PEM file), `OSDEPLOY_APNS_URL` and `OSDEPLOY_APNS_TOPIC`.
+    /// Without a certificate, pushes are only counted and devices are
+    /// reached at their next regular check-in.
+    pub apns: Option<ApnsSettings>,
     /// `OSDEPLOY_AWS_ENDPOINT`: an emulator's endpoint, for local runs and
     /// tests; unset in AWS. Static test credentials come with it.
     pub endpoint_url: Option<String>,
@@ -101,7 +107,9 @@ impl Config {
                 target_arn: required(&lookup, "OSDEPLOY_SCHEDULED_JOB_ARN")?,
             }),
         };
+        let apns = apns_settings(&lookup)?;
         Ok(Config {
+            apns,
             state_table: required(&lookup, "OSDEPLOY_STATE_TABLE")?,
             events_table: required(&lookup, "OSDEPLOY_EVENTS_TABLE")?,
             scheduler,
@@ -127,6 +135,47 @@ impl Config {
     }
 }
 
+/// Reads a PEM variable: the PEM text itself, or the path of a PEM file.
+fn pem_variable(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(value) = lookup(name).filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    if value.trim_start().starts_with("-----BEGIN") {
+        return Ok(Some(value));
+    }
+    std::fs::read_to_string(&value)
+        .map(Some)
+        .map_err(|e| ConfigError {
+            name,
+            problem: format!(
+                "could not read the PEM file {value:?} ({e}): give PEM text or a readable file"
+            ),
+        })
+}
+
+/// Reads the APNs settings; `None` when no push certificate is configured.
+fn apns_settings(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<ApnsSettings>, ConfigError> {
+    let Some(certificate_pem) = pem_variable(lookup, "OSDEPLOY_APNS_CERT")? else {
+        return Ok(None);
+    };
+    let key_pem = pem_variable(lookup, "OSDEPLOY_APNS_KEY")?.ok_or(ConfigError {
+        name: "OSDEPLOY_APNS_KEY",
+        problem: "is not set, but OSDEPLOY_APNS_CERT is: give the push certificate's private key"
+            .into(),
+    })?;
+    let mut settings = ApnsSettings::new(certificate_pem, key_pem);
+    if let Some(url) = lookup("OSDEPLOY_APNS_URL").filter(|u| !u.is_empty()) {
+        settings.base_url = url;
+    }
+    settings.topic = lookup("OSDEPLOY_APNS_TOPIC").filter(|t| !t.is_empty());
+    Ok(Some(settings))
+}
+
 /// Errors that stop the services from being built.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -136,6 +185,10 @@ pub enum StartError {
     Scheduler(#[source] osdeploy_shared::ports::StoreError),
     #[error("could not set up the event publisher; check OSDEPLOY_EVENT_BUS")]
     Publisher(#[source] osdeploy_shared::ports::StoreError),
+    #[error(
+        "could not set up APNs; check OSDEPLOY_APNS_CERT, OSDEPLOY_APNS_KEY and OSDEPLOY_APNS_URL"
+    )]
+    Apns(#[source] ApnsError),
 }
 
 /// The publisher of a function without an event bus: stores nothing
@@ -207,6 +260,19 @@ pub async fn services(config: &Config) -> Result<Arc<Services>, StartError> {
             Arc::new(NoPublisher)
         }
     };
+    let push: Arc<dyn Push> = match &config.apns {
+        Some(settings) => {
+            let apns = ApnsPush::new(settings).map_err(StartError::Apns)?;
+            tracing::info!(topic = %apns.topic(), "MDM pushes go to APNs");
+            Arc::new(apns)
+        }
+        None => {
+            tracing::warn!(
+                "OSDEPLOY_APNS_CERT is not set: pushes are not sent, and devices get their commands at their next regular check-in"
+            );
+            Arc::new(RecordedPush::default())
+        }
+    };
     let catalog = load_catalog(store.as_ref()).await;
     let ports = Ports {
         devices: store.clone(),
@@ -216,9 +282,7 @@ pub async fn services(config: &Config) -> Result<Arc<Services>, StartError> {
         scheduler,
         schedules: None::<Arc<dyn ScheduleStore>>,
         catalogs: store,
-        // NOTE: APNs is not wired yet: pushes are counted, and devices are
-        // reached at their next regular check-in.
-        push: Arc::new(RecordedPush::default()),
+        push,
         publisher,
     };
     Ok(Arc::new(Services::new(
@@ -503,5 +567,69 @@ mod tests {
         let bare = JobEvent::from_payload(serde_json::json!({ "job": "refresh_catalog" })).unwrap();
         assert_eq!(bare.name(), "refresh_catalog");
         assert_eq!(bare.job(), &Job::RefreshCatalog);
+    }
+
+    #[test]
+    fn apns_needs_key_with_certificate() {
+        let error = Config::from_lookup(lookup(&[
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+            (
+                "OSDEPLOY_APNS_CERT",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            ),
+        ]))
+        .unwrap_err();
+        assert_eq!(error.name, "OSDEPLOY_APNS_KEY");
+    }
+
+    #[test]
+    fn apns_reads_pem_text_and_url() {
+        let config = Config::from_lookup(lookup(&[
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+            (
+                "OSDEPLOY_APNS_CERT",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            ),
+            (
+                "OSDEPLOY_APNS_KEY",
+                "-----BEGIN PRIVATE KEY-----\nBBBB\n-----END PRIVATE KEY-----\n",
+            ),
+            ("OSDEPLOY_APNS_URL", "http://127.0.0.1:2197"),
+            ("OSDEPLOY_APNS_TOPIC", "com.apple.mgmt.External.x"),
+        ]))
+        .unwrap();
+        let apns = config.apns.expect("APNs settings");
+        assert!(apns.certificate_pem.contains("AAAA"));
+        assert!(apns.key_pem.contains("BBBB"));
+        assert_eq!(apns.base_url, "http://127.0.0.1:2197");
+        assert_eq!(apns.topic.as_deref(), Some("com.apple.mgmt.External.x"));
+    }
+
+    #[test]
+    fn apns_pem_path_must_be_readable() {
+        let error = Config::from_lookup(lookup(&[
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+            ("OSDEPLOY_APNS_CERT", "/nonexistent/push.pem"),
+        ]))
+        .unwrap_err();
+        assert_eq!(error.name, "OSDEPLOY_APNS_CERT");
+        assert!(
+            error.problem.contains("/nonexistent/push.pem"),
+            "{}",
+            error.problem
+        );
+    }
+
+    #[test]
+    fn apns_absent_without_certificate() {
+        let config = Config::from_lookup(lookup(&[
+            ("OSDEPLOY_STATE_TABLE", "s"),
+            ("OSDEPLOY_EVENTS_TABLE", "e"),
+        ]))
+        .unwrap();
+        assert!(config.apns.is_none());
     }
 }

@@ -2,6 +2,7 @@
 //! scheduler, export files in a folder, the in-process event channel and
 //! the recorded push.
 
+pub mod apns;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod catalog_source;
