@@ -139,6 +139,7 @@ impl FiredSchedule {
             Job::MdmDeadline { time_zone, .. } => format!("mdm_deadline {time_zone}"),
             Job::UpdateExpiry { .. } => "update_expiry".to_string(),
             Job::PurgeEvents => "purge_events".to_string(),
+            Job::RefreshCatalog => "refresh_catalog".to_string(),
         };
         FiredSchedule {
             due_at: schedule.due_at,

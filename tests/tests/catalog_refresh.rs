@@ -143,8 +143,11 @@ async fn refresh_stores_and_uses_catalog() {
     assert_eq!(stored.as_deref(), Some(SNAPSHOT));
 }
 
+/// Checks that an error is the one a failing source must produce.
+type ErrorCheck = fn(&CatalogRefreshError) -> bool;
+
 /// Returns each failing source: the path served and the error expected.
-fn failing_cases() -> Vec<(&'static str, fn(&CatalogRefreshError) -> bool)> {
+fn failing_cases() -> Vec<(&'static str, ErrorCheck)> {
     vec![
         ("/broken", |e| {
             matches!(e, CatalogRefreshError::Invalid { .. })
