@@ -10,6 +10,10 @@
 //!
 //! The other methods delegate unchanged. A method added to one of the
 //! three traits needs a delegating line here too.
+//!
+//! NOTE: publishing runs after the write and before the caller continues,
+//! so the publisher's latency, and its retries while a bus is unavailable,
+//! add to the device request that stored the events.
 
 use std::sync::Arc;
 
