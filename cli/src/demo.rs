@@ -440,7 +440,9 @@ async fn print_export(admin: &AdminClient, operation: &DemoOperation) -> Result<
                     .map_err(|e| DemoError::Setup(format!("failed to download export {id}: {e}")))?
                     .bytes()
                     .await
-                    .map_err(|e| DemoError::Setup(format!("failed to download export {id}: {e}")))?;
+                    .map_err(|e| {
+                        DemoError::Setup(format!("failed to download export {id}: {e}"))
+                    })?;
                 println!(
                     "export {id}: {} events of {} as CSV ({} bytes downloaded), link valid until {}:\n  {url}",
                     export["rows"],

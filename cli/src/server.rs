@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use osdeploy_shared::adapters::{LocalBlobStore, RecordedPush, SqliteStore, local_scheduler};
+use osdeploy_shared::adapters::{
+    ChannelPublisher, LocalBlobStore, RecordedPush, SqliteStore, local_scheduler,
+};
 use osdeploy_shared::catalog::{Catalog, ModelIndex};
 use osdeploy_shared::domain::{AcceleratedClock, Clock, ManualClock, SystemClock, UlidGenerator};
 use osdeploy_shared::http::{AppState, downloads, router};
@@ -104,6 +106,8 @@ pub struct ServerHandle {
     pub push: Arc<RecordedPush>,
     /// Export files, under `<database>.exports/`.
     pub blobs: Arc<LocalBlobStore>,
+    /// Every stored event, for in-process subscribers.
+    pub publisher: Arc<ChannelPublisher>,
     pub admin_token: String,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
@@ -364,7 +368,13 @@ pub async fn start(config: ServeConfig) -> Result<ServerHandle, ServeError> {
         .map_err(ServeError::Exports)?,
     );
     let push = Arc::new(RecordedPush::default());
-    let ports = Ports::from_store(store.clone(), push.clone(), blobs.clone());
+    let publisher = Arc::new(ChannelPublisher::default());
+    let ports = Ports::from_store(
+        store.clone(),
+        push.clone(),
+        blobs.clone(),
+        publisher.clone(),
+    );
     let services = Arc::new(Services::new(
         ports,
         clock.clone(),
@@ -404,6 +414,7 @@ pub async fn start(config: ServeConfig) -> Result<ServerHandle, ServeError> {
         store,
         push,
         blobs,
+        publisher,
         admin_token,
         shutdown,
         server,

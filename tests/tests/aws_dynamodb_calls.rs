@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_support::{CallLog, fresh_store, recording_client};
-use osdeploy_shared::adapters::{LocalBlobStore, RecordedPush, SqliteStore};
+use osdeploy_shared::adapters::{ChannelPublisher, LocalBlobStore, RecordedPush, SqliteStore};
 use osdeploy_shared::apple::mdm::{CommandEnvelope, CommandResult, CommandStatus, parse_command};
 use osdeploy_shared::catalog::Catalog;
 use osdeploy_shared::domain::{ManualClock, UlidGenerator};
@@ -128,6 +128,7 @@ async fn calls_per_checkin_and_report() {
             )
             .expect("local blob store"),
         ),
+        publisher: Arc::new(ChannelPublisher::default()),
     };
     let clock = Arc::new(ManualClock::new(
         support::START.parse().expect("start instant"),

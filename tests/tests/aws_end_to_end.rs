@@ -30,7 +30,7 @@ use osdeploy_cli::simulate::{Fleet, FleetConfig, FleetMix, FleetStats, SimDevice
 use osdeploy_shared::adapters::aws::dynamodb::{DynamoStore, DynamoTables, create_tables};
 use osdeploy_shared::adapters::aws::scheduler::{EventBridgeScheduler, schedule_name};
 use osdeploy_shared::adapters::aws::{AwsSettings, S3BlobStore};
-use osdeploy_shared::adapters::{RecordedPush, local_scheduler};
+use osdeploy_shared::adapters::{ChannelPublisher, RecordedPush, local_scheduler};
 use osdeploy_shared::catalog::Catalog;
 use osdeploy_shared::domain::{ManualClock, Platform, UlidGenerator};
 use osdeploy_shared::http::{AppState, admin_router, router};
@@ -119,16 +119,9 @@ fn unique_group_name() -> String {
 }
 
 /// Runs the scheduled-job function's handler, whose event is the schedule as
-/// JSON. NOTE: the binary keeps these lines inline in its `main`, so they are
-/// repeated here, and a change there must be made here too.
+/// JSON.
 async fn scheduled_job(services: &Services, payload: Value) -> Result<Value, String> {
-    let schedule: Schedule = serde_json::from_value(payload)
-        .map_err(|e| format!("the event is not an osdeploy schedule: {e}"))?;
-    let report = services
-        .run_job(&schedule.job)
-        .await
-        .map_err(|e| format!("schedule {}: {e}", schedule.id))?;
-    Ok(json!({ "schedule": schedule.id, "targets": report.targets }))
+    osdeploy_functions::handle_job_event(services, payload).await
 }
 
 /// A schedule that ran, without the operation id, which differs per run.
@@ -149,6 +142,7 @@ impl FiredSchedule {
             Job::Sweep => "sweep".to_string(),
             Job::Reminder { time_zone, .. } => format!("reminder {time_zone}"),
             Job::Export { .. } => "export".to_string(),
+            Job::RefreshCatalog => "refresh_catalog".to_string(),
         };
         FiredSchedule {
             due_at: schedule.due_at,
@@ -264,6 +258,7 @@ impl Deployment {
             catalogs: store,
             push: Arc::new(RecordedPush::default()),
             blobs: Arc::new(S3BlobStore::new(aws_support::s3_client(&sdk), &bucket)),
+            publisher: Arc::new(ChannelPublisher::default()),
         };
         let services = Arc::new(Services::new(
             ports,

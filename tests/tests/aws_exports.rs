@@ -59,6 +59,7 @@ async fn deployment(label: &str) -> Deployment {
         schedules: Some(schedules.clone()),
         catalogs: store.clone(),
         push: Arc::new(RecordedPush::default()),
+        publisher: Arc::new(osdeploy_shared::adapters::ChannelPublisher::default()),
         blobs: Arc::new(S3BlobStore::new(aws_support::s3_client(&sdk), bucket)),
     };
     let clock = Arc::new(ManualClock::new(

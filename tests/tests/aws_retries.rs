@@ -71,6 +71,7 @@ async fn harness_with(client: aws_sdk_dynamodb::Client, label: &str) -> Harness 
         schedules: None,
         catalogs: store,
         push: push.clone(),
+        publisher: Arc::new(osdeploy_shared::adapters::ChannelPublisher::default()),
         blobs: Arc::new(osdeploy_shared::adapters::MemoryBlobStore::new()),
     };
     Harness {

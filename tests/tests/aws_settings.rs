@@ -58,6 +58,7 @@ async fn harness(label: &str) -> Harness {
         schedules: None,
         catalogs: store,
         push: Arc::new(RecordedPush::default()),
+        publisher: Arc::new(osdeploy_shared::adapters::ChannelPublisher::default()),
         blobs: Arc::new(osdeploy_shared::adapters::MemoryBlobStore::new()),
     };
     Harness::new(ports, scheduler)

@@ -16,6 +16,7 @@ fn harness() -> Harness {
         store.clone(),
         Arc::new(RecordedPush::default()),
         Arc::new(osdeploy_shared::adapters::MemoryBlobStore::new()),
+        Arc::new(osdeploy_shared::adapters::ChannelPublisher::default()),
     );
     Harness::new(ports, store)
 }

@@ -1,10 +1,12 @@
-//! One-time jobs that EventBridge Scheduler fires: MDM deadlines per time
-//! zone, update expiry and CSV exports. The event is the schedule as JSON.
+//! Jobs that EventBridge fires. EventBridge Scheduler fires one-time
+//! schedules (MDM deadlines per time zone, reminders, update expiry, CSV
+//! exports), and its event is the schedule as JSON. EventBridge rules fire
+//! the periodic jobs (catalog refresh, sweep), and their event is the job
+//! alone, such as `{"job":"refresh_catalog"}`.
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use osdeploy_functions::{Config, init_logging, services};
-use osdeploy_shared::ports::Schedule;
-use serde_json::{Value, json};
+use osdeploy_functions::{Config, handle_job_event, init_logging, services};
+use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -14,13 +16,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let services = services.clone();
         async move {
-            let schedule: Schedule = serde_json::from_value(event.payload)
-                .map_err(|e| format!("the event is not an osdeploy schedule: {e}"))?;
-            let report = services.run_job(&schedule.job).await?;
-            tracing::info!(schedule = %schedule.id, count = report.targets, "scheduled job ran");
-            Ok::<Value, lambda_runtime::Error>(
-                json!({ "schedule": schedule.id, "targets": report.targets }),
-            )
+            handle_job_event(&services, event.payload)
+                .await
+                .map_err(lambda_runtime::Error::from)
         }
     }))
     .await

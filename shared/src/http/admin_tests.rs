@@ -137,6 +137,7 @@ fn app() -> axum::Router {
         store,
         Arc::new(RecordedPush::default()),
         Arc::new(crate::adapters::MemoryBlobStore::new()),
+        Arc::new(crate::adapters::ChannelPublisher::default()),
     );
     let start = jiff::Timestamp::constant(1_787_389_200, 0);
     let services = Services::new(

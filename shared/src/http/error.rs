@@ -83,6 +83,14 @@ impl From<ServiceError> for ApiError {
                 );
                 error
             }
+            ServiceError::CatalogRefresh(error) => {
+                tracing::error!(error = %error, source = ?std::error::Error::source(&error), "catalog refresh failed");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "catalog_refresh_failed",
+                    error.to_string(),
+                )
+            }
             ServiceError::Store(error) => {
                 tracing::error!(error = %error, source = ?std::error::Error::source(&error), "request failed in the store");
                 ApiError::new(

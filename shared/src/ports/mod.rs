@@ -398,6 +398,8 @@ pub enum Job {
     },
     /// Write the CSV file of one export request.
     Export { export_id: String },
+    /// Download Apple's catalog, store it and use it from now on.
+    RefreshCatalog,
 }
 
 impl Job {
@@ -406,7 +408,7 @@ impl Job {
             Job::MdmDeadline { operation_id, .. }
             | Job::UpdateExpiry { operation_id }
             | Job::Reminder { operation_id, .. } => Some(operation_id),
-            Job::PurgeEvents | Job::Sweep | Job::Export { .. } => None,
+            Job::PurgeEvents | Job::Sweep | Job::Export { .. } | Job::RefreshCatalog => None,
         }
     }
 }

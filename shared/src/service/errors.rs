@@ -55,6 +55,9 @@ pub enum ServiceError {
     BadDeviceInput { message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The catalog refresh failed; the catalog in use is unchanged.
+    #[error(transparent)]
+    CatalogRefresh(#[from] super::jobs::CatalogRefreshError),
 }
 
 impl ServiceError {

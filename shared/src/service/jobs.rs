@@ -1,14 +1,33 @@
 //! Scheduled work: MDM enforcement deadlines per time zone, update expiry,
 //! event purges. The local loop and the AWS scheduler both call [`Services::run_job`].
 
+use std::sync::Arc;
+
 use serde_json::json;
 
 use super::mdm::{MdmInstruction, command_for_target};
 use super::{ServiceResult, Services};
+use crate::adapters::catalog_source::{CatalogFetchError, fetch_catalog};
+use crate::catalog::{Catalog, CatalogError, ModelIndex};
 use crate::domain::{Actor, EventType, Signal, Target, TargetStatus};
 use crate::ports::{
     Change, CommandWrite, DeviceWrite, Job, PageRequest, StoreError, TargetFilter, TargetWrite,
 };
+
+/// Failure of [`Services::refresh_catalog`]; the catalog in use is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogRefreshError {
+    #[error(transparent)]
+    Fetch(#[from] CatalogFetchError),
+    #[error("catalog downloaded from {url} is invalid; the current catalog stays in use: {source}")]
+    Invalid {
+        url: String,
+        #[source]
+        source: CatalogError,
+    },
+    #[error("could not store the downloaded catalog; the current catalog stays in use")]
+    Store(#[source] StoreError),
+}
 
 /// Summary of one job run, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,7 +66,42 @@ impl Services {
                 due_at,
             } => self.run_reminder(operation_id, time_zone, *due_at).await,
             Job::Export { export_id } => self.run_export(export_id).await,
+            Job::RefreshCatalog => {
+                self.refresh_catalog().await?;
+                Ok(JobReport::default())
+            }
         }
+    }
+
+    /// Downloads the catalog from the configured source, checks that it
+    /// parses, stores it and uses it from now on. On any failure the
+    /// catalog in use and the stored one stay as they were.
+    ///
+    /// NOTE: other processes (other Lambda instances) keep the catalog they
+    /// loaded at start until they restart and read the stored one.
+    pub async fn refresh_catalog(&self) -> Result<Arc<Catalog>, CatalogRefreshError> {
+        let source = &self.config.catalog_source;
+        let body = fetch_catalog(source).await?;
+        let catalog = Catalog::from_pmv_json(&body, ModelIndex::bundled()).map_err(|e| {
+            CatalogRefreshError::Invalid {
+                url: source.url.clone(),
+                source: e,
+            }
+        })?;
+        self.ports
+            .catalogs
+            .put_catalog(&body, self.now())
+            .await
+            .map_err(CatalogRefreshError::Store)?;
+        let catalog = Arc::new(catalog);
+        self.set_catalog(catalog.clone());
+        tracing::info!(
+            url = %source.url,
+            bytes = body.len(),
+            updates = catalog.updates().len(),
+            "catalog refreshed"
+        );
+        Ok(catalog)
     }
 
     /// Sends `InstallASAP` to every waiting MDM target in one time zone.

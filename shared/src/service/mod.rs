@@ -34,8 +34,8 @@ use jiff::{SignedDuration, Timestamp};
 use crate::catalog::Catalog;
 use crate::domain::{Actor, Clock, EVENT_RETENTION, Event, EventType, IdGenerator, RetryPolicies};
 use crate::ports::{
-    BlobStore, CatalogStore, DeviceStore, EventStore, GroupStore, OperationStore, Push,
-    ScheduleStore, Scheduler,
+    BlobStore, CatalogStore, DeviceStore, EventPublisher, EventStore, GroupStore, OperationStore,
+    Push, ScheduleStore, Scheduler,
 };
 
 pub use errors::{FieldError, ServiceError, ServiceResult};
@@ -68,6 +68,8 @@ pub struct ServiceConfig {
     /// Lifetime of an export's download URL, counted from each
     /// `GET /exports/{id}`; at most [`crate::ports::MAX_DOWNLOAD_URL_EXPIRY`].
     pub export_link_expiry: jiff::SignedDuration,
+    /// Where [`crate::ports::Job::RefreshCatalog`] downloads the catalog from.
+    pub catalog_source: crate::adapters::catalog_source::CatalogSource,
 }
 
 impl Default for ServiceConfig {
@@ -80,6 +82,7 @@ impl Default for ServiceConfig {
             details_url: None,
             silent_after: readiness::DEFAULT_SILENT_AFTER,
             export_link_expiry: exports::DEFAULT_LINK_EXPIRY,
+            catalog_source: Default::default(),
         }
     }
 }
@@ -98,11 +101,19 @@ pub struct Ports {
     pub push: Arc<dyn Push>,
     /// Export files and their job records.
     pub blobs: Arc<dyn BlobStore>,
+    /// Receives every event after it is stored, best effort: see
+    /// [`crate::adapters::publishing`].
+    pub publisher: Arc<dyn EventPublisher>,
 }
 
 impl Ports {
     /// Serves every store port from one adapter that implements them all.
-    pub fn from_store<S>(store: Arc<S>, push: Arc<dyn Push>, blobs: Arc<dyn BlobStore>) -> Ports
+    pub fn from_store<S>(
+        store: Arc<S>,
+        push: Arc<dyn Push>,
+        blobs: Arc<dyn BlobStore>,
+        publisher: Arc<dyn EventPublisher>,
+    ) -> Ports
     where
         S: DeviceStore
             + GroupStore
@@ -123,6 +134,7 @@ impl Ports {
             catalogs: store,
             push,
             blobs,
+            publisher,
         }
     }
 }
@@ -141,13 +153,26 @@ pub struct Services {
 }
 
 impl Services {
+    /// Builds the services. The device, operation and event ports are
+    /// wrapped so that every stored event is also sent to `ports.publisher`,
+    /// so pass ports taken from another `Services` only if publishing twice
+    /// is acceptable.
     pub fn new(
-        ports: Ports,
+        mut ports: Ports,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdGenerator>,
         catalog: Arc<Catalog>,
         config: ServiceConfig,
     ) -> Self {
+        let publishing = crate::adapters::publishing::publish_stored_events(
+            ports.devices,
+            ports.operations,
+            ports.events,
+            ports.publisher.clone(),
+        );
+        ports.devices = publishing.devices;
+        ports.operations = publishing.operations;
+        ports.events = publishing.events;
         Services {
             ports,
             clock,

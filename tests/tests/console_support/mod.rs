@@ -60,6 +60,7 @@ impl<S: ConsoleStore> Console<S> {
             scheduling,
             Arc::new(RecordedPush::default()),
             Arc::new(osdeploy_shared::adapters::MemoryBlobStore::new()),
+            Arc::new(osdeploy_shared::adapters::ChannelPublisher::default()),
         );
         ports.devices = store.clone();
         ports.groups = store.clone();

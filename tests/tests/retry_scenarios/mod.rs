@@ -65,6 +65,7 @@ impl Harness {
             store.clone(),
             push.clone(),
             Arc::new(osdeploy_shared::adapters::MemoryBlobStore::new()),
+            Arc::new(osdeploy_shared::adapters::ChannelPublisher::default()),
         );
         Harness {
             services: services(ports, clock.clone(), config),

@@ -503,7 +503,11 @@ fn id_digest(id: &str) -> String {
 fn expression_zone(job: &Job) -> &str {
     match job {
         Job::MdmDeadline { time_zone, .. } | Job::Reminder { time_zone, .. } => time_zone,
-        Job::UpdateExpiry { .. } | Job::PurgeEvents | Job::Sweep | Job::Export { .. } => "UTC",
+        Job::UpdateExpiry { .. }
+        | Job::PurgeEvents
+        | Job::Sweep
+        | Job::Export { .. }
+        | Job::RefreshCatalog => "UTC",
     }
 }
 
