@@ -625,6 +625,7 @@ mod tests {
         let config = Config::from_lookup(lookup(&[
             ("OSDEPLOY_STATE_TABLE", "s"),
             ("OSDEPLOY_EVENTS_TABLE", "e"),
+            ("OSDEPLOY_EXPORTS_BUCKET", "b"),
             ("OSDEPLOY_CATALOG_URL", "https://mirror.example/pmv"),
             ("OSDEPLOY_CATALOG_CA_FILE", "/opt/apple-root.pem"),
         ]))
@@ -642,6 +643,7 @@ mod tests {
         let config = Config::from_lookup(lookup(&[
             ("OSDEPLOY_STATE_TABLE", "s"),
             ("OSDEPLOY_EVENTS_TABLE", "e"),
+            ("OSDEPLOY_EXPORTS_BUCKET", "b"),
         ]))
         .unwrap();
         assert_eq!(
@@ -708,6 +710,7 @@ mod tests {
         let config = Config::from_lookup(lookup(&[
             ("OSDEPLOY_STATE_TABLE", "s"),
             ("OSDEPLOY_EVENTS_TABLE", "e"),
+            ("OSDEPLOY_EXPORTS_BUCKET", "b"),
             (
                 "OSDEPLOY_APNS_CERT",
                 "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
@@ -748,6 +751,7 @@ mod tests {
         let config = Config::from_lookup(lookup(&[
             ("OSDEPLOY_STATE_TABLE", "s"),
             ("OSDEPLOY_EVENTS_TABLE", "e"),
+            ("OSDEPLOY_EXPORTS_BUCKET", "b"),
         ]))
         .unwrap();
         assert!(config.apns.is_none());

@@ -64,6 +64,11 @@ async fn refreshed_catalog_survives_cold_start() {
         ("OSDEPLOY_EVENTS_TABLE", tables.events.clone()),
         ("OSDEPLOY_AWS_ENDPOINT", endpoint()),
         ("OSDEPLOY_CATALOG_URL", url),
+        // Required at cold start; this test writes no export.
+        (
+            "OSDEPLOY_EXPORTS_BUCKET",
+            "osdeploy-test-exports".to_string(),
+        ),
     ]
     .into_iter()
     .collect();

@@ -126,6 +126,10 @@ async fn function_services_publish_to_bus() {
     let variables: std::collections::HashMap<&str, String> = [
         ("OSDEPLOY_STATE_TABLE", tables.state.clone()),
         ("OSDEPLOY_EVENTS_TABLE", tables.events.clone()),
+        (
+            "OSDEPLOY_EXPORTS_BUCKET",
+            "osdeploy-test-exports".to_string(),
+        ),
         ("OSDEPLOY_EVENT_BUS", bus.name.clone()),
         ("OSDEPLOY_AWS_ENDPOINT", endpoint()),
     ]
@@ -217,6 +221,10 @@ async fn publish_failure_keeps_stored_event() {
     let variables: std::collections::HashMap<&str, String> = [
         ("OSDEPLOY_STATE_TABLE", tables.state.clone()),
         ("OSDEPLOY_EVENTS_TABLE", tables.events.clone()),
+        (
+            "OSDEPLOY_EXPORTS_BUCKET",
+            "osdeploy-test-exports".to_string(),
+        ),
         ("OSDEPLOY_EVENT_BUS", missing_bus),
         ("OSDEPLOY_AWS_ENDPOINT", endpoint()),
     ]
