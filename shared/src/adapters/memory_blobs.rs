@@ -1,7 +1,7 @@
 //! A [`BlobStore`] that keeps bodies in memory, for tests and tools that run
-//! the services without serving downloads. It honours the port's key and
-//! expiry rules; its download URLs use the `memory:` scheme, which no HTTP
-//! client can fetch, so nothing depends on them by accident.
+//! the services without serving downloads. It checks keys and expiries as
+//! the port requires. Its download URLs use the `memory:` scheme, which no
+//! HTTP client fetches, so nothing can depend on them by accident.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,7 +25,7 @@ impl MemoryBlobStore {
         MemoryBlobStore::default()
     }
 
-    /// The content type stored with `key`, if any.
+    /// Returns the content type stored with `key`, if any.
     pub fn content_type(&self, key: &str) -> Option<String> {
         self.lock()
             .get(key)
@@ -52,10 +52,10 @@ impl BlobStore for MemoryBlobStore {
 
     async fn put_file(&self, key: &str, content_type: &str, path: &Path) -> StoreResult<()> {
         validate_blob_key(key)?;
-        // NOTE: reads the whole file; this store is for tests and small files.
+        // NOTE: reads the whole file into memory, which suits tests and small files only.
         let body = tokio::fs::read(path)
             .await
-            .map_err(|e| StoreError::backend("read file for put_file", e))?;
+            .map_err(|e| StoreError::backend("put_file read", e))?;
         self.put(key, content_type, body).await
     }
 
