@@ -10,7 +10,7 @@ use osdeploy_shared::apple::mdm::{
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{TestDevice, TestServer, create, minutes};
+use support::{TestDevice, TestServer, create, hours, minutes};
 
 const KEY: &str = "MSU_UPDATE_24G830_patch_15.7.9";
 
@@ -357,5 +357,45 @@ async fn mdm_reenrollment_records_user_install() {
     assert_eq!(completed.len(), 1);
     assert_eq!(completed[0]["details"]["from_version"], "15.7.7");
     assert_eq!(completed[0]["details"]["source"], "mdm_device_information");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn daily_inventory_records_user_install() {
+    let server = TestServer::start().await;
+    let mut mac = TestDevice::mac("MAC-DAILY", "15.7.7", "24G720");
+    mac.enroll(&server).await;
+
+    server.advance(hours(23));
+    assert!(
+        mac.idle(&server).await.is_none(),
+        "no inventory query within a day of enrollment"
+    );
+
+    // The user updated the Mac outside osdeploy and it stays enrolled.
+    mac.os_version = "15.7.9".into();
+    mac.build = "24G830".into();
+    server.advance(hours(2));
+    let query = mac.idle(&server).await.expect("a daily inventory query");
+    assert_eq!(query.command.request_type(), "DeviceInformation");
+    let next = mac.answer(&server, &query, mac.acknowledge(&query)).await;
+    assert!(next.is_none(), "nothing else queued");
+    assert!(
+        mac.idle(&server).await.is_none(),
+        "the next query waits another day"
+    );
+
+    let (status, list) = server.get("/operations?type=user_initiated").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(items[0]["update"]["product_version"], "15.7.9");
+    let operation = items[0]["id"].as_str().expect("operation id").to_string();
+    assert_eq!(server.statuses(&operation).await[&mac.udid], "installed");
+    let stored = server.stored_device(&mac.udid).await.expect("device");
+    assert_eq!(
+        stored.os_version.map(|v| v.to_string()).as_deref(),
+        Some("15.7.9")
+    );
     server.stop().await;
 }

@@ -48,6 +48,10 @@ pub struct Device {
     pub ddm_active: bool,
     pub enrolled_at: Timestamp,
     pub last_seen_at: Timestamp,
+    /// When the server last queued a DeviceInformation query for a device
+    /// in no operation; `None` until the first such refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory_requested_at: Option<Timestamp>,
     /// The running operation this device is in, if any.
     pub current_operation_id: Option<String>,
     /// Optimistic-concurrency version, bumped by every write.

@@ -169,6 +169,7 @@ pub mod fixtures {
             ddm_active: true,
             enrolled_at: T0,
             last_seen_at: T0,
+            inventory_requested_at: None,
             current_operation_id: None,
             revision: 0,
         }

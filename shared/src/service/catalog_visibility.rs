@@ -171,6 +171,7 @@ mod tests {
             ddm_active: true,
             enrolled_at: jiff::Timestamp::UNIX_EPOCH,
             last_seen_at: jiff::Timestamp::UNIX_EPOCH,
+            inventory_requested_at: None,
             current_operation_id: None,
             revision: 0,
         }

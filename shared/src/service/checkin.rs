@@ -119,6 +119,7 @@ impl Services {
                 ddm_active: false,
                 enrolled_at: now,
                 last_seen_at: now,
+                inventory_requested_at: None,
                 current_operation_id: None,
                 revision: 0,
             });

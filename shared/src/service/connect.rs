@@ -10,7 +10,9 @@ use super::progress::Work;
 use super::user_initiated::{InstallSource, UserInstall, find_user_install};
 use super::{ServiceError, ServiceResult, Services};
 use crate::apple::UnknownValue;
-use crate::apple::mdm::{CommandResponse, CommandResult, CommandStatus, parse_result};
+use crate::apple::mdm::{
+    Command, CommandResponse, CommandResult, CommandStatus, DeviceInformation, parse_result,
+};
 use crate::domain::{
     Actor, EnrollmentState, EventType, OsVersion, Platform, Protocol, Signal, TargetStatus,
 };
@@ -413,6 +415,9 @@ impl Services {
         };
         if !work.commands.iter().any(eligible) && idle {
             self.plan_poll(work);
+            if !work.commands.iter().any(eligible) {
+                self.plan_inventory_refresh(work);
+            }
         }
         let mut next = work.commands.iter().find(|c| eligible(c)).cloned()?;
         if next.state != CommandState::Sent {
@@ -420,6 +425,38 @@ impl Services {
             work.command_writes.push(CommandWrite::Put(next.clone()));
         }
         Some(next)
+    }
+
+    /// Queues a DeviceInformation query for an idle device in no operation
+    /// once [`super::ServiceConfig::inventory_refresh_every`] has passed
+    /// since enrollment or the last refresh. Its result updates the
+    /// inventory and records an update the user installed on their own as a
+    /// user-initiated operation, which MDM reports nowhere else.
+    fn plan_inventory_refresh(&self, work: &mut Work) {
+        if work.active_target().is_some() {
+            return;
+        }
+        let now = self.now();
+        let last = work
+            .device
+            .inventory_requested_at
+            .unwrap_or(work.device.enrolled_at);
+        if now < last + self.config.inventory_refresh_every {
+            return;
+        }
+        let udid = work.device.udid.clone();
+        let Some(command) = super::mdm::queue(
+            self,
+            &udid,
+            None,
+            Command::DeviceInformation(DeviceInformation::rollout_queries()),
+            now,
+        ) else {
+            return;
+        };
+        work.device_mut().inventory_requested_at = Some(now);
+        work.commands.push(command.clone());
+        work.put_command(command);
     }
 
     fn plan_poll(&self, work: &mut Work) {

@@ -48,6 +48,10 @@ pub const DEFAULT_STALL_PUSH_AFTER: SignedDuration = SignedDuration::from_hours(
 /// closed over a weekend is woken, not failed.
 pub const DEFAULT_STALL_FAIL_AFTER: SignedDuration = SignedDuration::from_hours(72);
 
+/// Default of [`ServiceConfig::inventory_refresh_every`]: one day, one
+/// query and one write per idle device a day.
+pub const DEFAULT_INVENTORY_REFRESH_EVERY: SignedDuration = SignedDuration::from_hours(24);
+
 /// Deployment-wide settings the use cases read.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -68,6 +72,9 @@ pub struct ServiceConfig {
     /// Lifetime of an export's download URL, counted from each
     /// `GET /exports/{id}`; at most [`crate::ports::MAX_DOWNLOAD_URL_EXPIRY`].
     pub export_link_expiry: jiff::SignedDuration,
+    /// How often an idle MDM device in no operation is asked for its
+    /// inventory, so that an update its user installed is seen.
+    pub inventory_refresh_every: SignedDuration,
     /// Where [`crate::ports::Job::RefreshCatalog`] downloads the catalog from.
     pub catalog_source: crate::adapters::catalog_source::CatalogSource,
 }
@@ -82,6 +89,7 @@ impl Default for ServiceConfig {
             details_url: None,
             silent_after: readiness::DEFAULT_SILENT_AFTER,
             export_link_expiry: exports::DEFAULT_LINK_EXPIRY,
+            inventory_refresh_every: DEFAULT_INVENTORY_REFRESH_EVERY,
             catalog_source: Default::default(),
         }
     }

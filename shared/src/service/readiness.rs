@@ -346,6 +346,7 @@ mod tests {
             ddm_active: true,
             enrolled_at: at,
             last_seen_at: at,
+            inventory_requested_at: None,
             current_operation_id: None,
             revision: 0,
         }

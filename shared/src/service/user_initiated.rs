@@ -19,10 +19,12 @@
 //! its next version report moves it to Installed through the usual path,
 //! and a new operation cannot move it while it installs.
 //!
-//! NOTE: over MDM the server asks for DeviceInformation outside an
-//! operation only at enrollment, so an MDM device's own install is recorded
-//! when it enrolls again. iOS sends its version in Authenticate, which
-//! updates the inventory first, so an iOS re-enrollment records nothing.
+//! Over MDM the server asks an idle device in no operation for
+//! DeviceInformation once a day (`ServiceConfig::inventory_refresh_every`),
+//! so an MDM device's own install is recorded within about a day. NOTE: iOS
+//! also sends its version in Authenticate, which updates the inventory
+//! before any query, so an iOS device that enrolls again after updating
+//! itself is not recorded.
 //!
 //! NOTE: an install of a version other than the target of a device's
 //! running operation is not recorded here, because a device has one

@@ -98,6 +98,7 @@ impl Harness {
             ddm_active: ddm,
             enrolled_at: now,
             last_seen_at: now,
+            inventory_requested_at: None,
             current_operation_id: None,
             revision: 0,
         };
