@@ -4,8 +4,8 @@
 //! [`DeviceStore::commit`], [`OperationStore::assign`] and
 //! [`EventStore::append`]. [`publish_stored_events`] wraps those ports so
 //! that, once a write succeeds, its events go to the [`EventPublisher`] as
-//! well. Publishing is best effort: the audit trail already holds the
-//! events, so a publish error is logged with the number of events and the
+//! well. Publishing is best effort: the audit trail already contains
+//! the events, so a publish error is logged with the number of events and the
 //! write still succeeds. A write that fails publishes nothing.
 //!
 //! The other methods delegate unchanged. A method added to one of the

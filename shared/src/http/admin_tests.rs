@@ -199,7 +199,7 @@ async fn router_mounts_exactly_the_table() {
             "{method} {path} is in route_table but the router answered {status}"
         );
     }
-    // The probe tells a missing route apart from a mounted one.
+    // The probe distinguishes a missing route from a mounted one.
     let (status, empty) = probe(&app, "GET", "/no-such-route").await;
     assert!(
         status == StatusCode::NOT_FOUND && empty,

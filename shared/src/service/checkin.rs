@@ -5,9 +5,7 @@ use serde_json::json;
 
 use super::progress::Work;
 use super::{ServiceError, ServiceResult, Services};
-use crate::apple::mdm::{
-    CheckinMessage, Command, DeviceInformation, GetBootstrapTokenResponse, parse_checkin,
-};
+use crate::apple::mdm::{CheckinMessage, GetBootstrapTokenResponse, parse_checkin};
 use crate::domain::{Actor, Device, EnrollmentState, EventType, OsVersion, Platform, Signal};
 use crate::ports::{Change, CommandWrite, DeviceWrite, StoreError};
 
@@ -185,15 +183,7 @@ impl Services {
             device.push_magic = Some(update.push_magic.clone());
             device.topic = Some(update.topic.clone());
             device.last_seen_at = now;
-            if first
-                && let Some(command) = super::mdm::queue(
-                    self,
-                    udid,
-                    None,
-                    Command::DeviceInformation(DeviceInformation::rollout_queries()),
-                    now,
-                )
-            {
+            if first && let Some(command) = super::mdm::inventory_query(self, udid, now) {
                 work.put_command(command);
             }
             match self.ports.devices.commit(work.into_change()).await {

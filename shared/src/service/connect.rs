@@ -10,9 +10,7 @@ use super::progress::Work;
 use super::user_initiated::{InstallSource, UserInstall, find_user_install};
 use super::{ServiceError, ServiceResult, Services};
 use crate::apple::UnknownValue;
-use crate::apple::mdm::{
-    Command, CommandResponse, CommandResult, CommandStatus, DeviceInformation, parse_result,
-};
+use crate::apple::mdm::{CommandResponse, CommandResult, CommandStatus, parse_result};
 use crate::domain::{
     Actor, EnrollmentState, EventType, OsVersion, Platform, Protocol, Signal, TargetStatus,
 };
@@ -29,11 +27,11 @@ fn mdm_user_install(context: &DeviceContext, result: &CommandResult) -> Option<U
         return None;
     }
     let uuid = result.command_uuid.as_deref()?;
-    let asked = context
+    let requested = context
         .commands
         .iter()
         .any(|c| c.uuid == uuid && c.request_type == "DeviceInformation");
-    if !asked {
+    if !requested {
         return None;
     }
     let answers = result.device_information().ok()??.query_responses;
@@ -445,13 +443,7 @@ impl Services {
             return;
         }
         let udid = work.device.udid.clone();
-        let Some(command) = super::mdm::queue(
-            self,
-            &udid,
-            None,
-            Command::DeviceInformation(DeviceInformation::rollout_queries()),
-            now,
-        ) else {
+        let Some(command) = super::mdm::inventory_query(self, &udid, now) else {
             return;
         };
         work.device_mut().inventory_requested_at = Some(now);

@@ -103,6 +103,19 @@ fn schedule_os_update(target: &Target, action: InstallAction) -> Command {
 }
 
 /// Encodes a command as a queued command with a fresh CommandUUID.
+/// Returns a queued DeviceInformation query for the OS version, build and
+/// model fields the rollout reads, as sent at enrollment and by the daily
+/// inventory refresh.
+pub fn inventory_query(services: &Services, udid: &str, now: Timestamp) -> Option<QueuedCommand> {
+    queue(
+        services,
+        udid,
+        None,
+        Command::DeviceInformation(DeviceInformation::rollout_queries()),
+        now,
+    )
+}
+
 pub fn queue(
     services: &Services,
     udid: &str,

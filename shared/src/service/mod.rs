@@ -75,7 +75,7 @@ pub struct ServiceConfig {
     /// How often an idle MDM device in no operation is asked for its
     /// inventory, so that an update its user installed is seen.
     pub inventory_refresh_every: SignedDuration,
-    /// Where [`crate::ports::Job::RefreshCatalog`] downloads the catalog from.
+    /// Source of the catalog that [`crate::ports::Job::RefreshCatalog`] downloads.
     pub catalog_source: crate::adapters::catalog_source::CatalogSource,
 }
 

@@ -9,7 +9,7 @@
 //!
 //! Grouping: one user-initiated operation per platform and build, found
 //! through the idempotency key `user-initiated:<platform>:<build>` (the
-//! version stands in when the device sent no build). Every device that
+//! version is used when the device sent no build). Every device that
 //! installs that build on its own joins the same operation, so the list of
 //! operations shows one row per build users installed, not one per device.
 //! The operation's protocol is that of the first device recorded; each

@@ -228,7 +228,7 @@ impl Harness {
             .map(|t| t.status)
     }
 
-    /// Sends a DDM check-in to `endpoint` and returns the JSON answer.
+    /// Sends a DDM check-in to `endpoint` and returns the JSON response.
     pub async fn ddm_get(&self, udid: &str, endpoint: &str) -> Value {
         let context = self
             .services
